@@ -1,0 +1,131 @@
+"""Image decoding and the person crop: the one place pixels enter a model.
+
+Torch-free on purpose: the service uses it, and so does the training-data cache
+(``models.data``), which makes train/serve preprocessing skew impossible — a crop for
+training and a crop for serving are made by the very same function.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Our own pixel limit is checked from the header (see ``decode_image``); Pillow's global
+# bomb check would otherwise fire first with a less useful error.
+Image.MAX_IMAGE_PIXELS = None
+
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
+# Padding colour for crop regions outside the image: the ImageNet mean, i.e. zero after
+# normalisation, so padding carries no signal.
+PAD_RGB = (124, 116, 104)
+
+
+class ImageError(ValueError):
+    """An upload that is not an acceptable image; ``status`` is the HTTP code to answer."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def decode_image(data: bytes, max_pixels: int, target_side: int | None = None) -> Image.Image:
+    """Decode an upload into an upright 8-bit RGB image.
+
+    The pixel count is checked from the header *before* decoding, so a decompression
+    bomb costs nothing. ``target_side`` lets JPEG decode at a reduced scale (libjpeg's
+    DCT scaling) when the image is much larger than what the model needs.
+    """
+    if not data:
+        raise ImageError(400, "empty upload: no image bytes received")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(400, "could not decode the upload as an image") from None
+    except Exception as exc:  # Pillow raises assorted errors on corrupt headers
+        raise ImageError(400, f"could not decode the upload as an image: {exc}") from None
+    if img.format not in SUPPORTED_FORMATS:
+        raise ImageError(415, f"unsupported image format {img.format!r}; "
+                              f"use one of {sorted(SUPPORTED_FORMATS - {'MPO'})}")
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageError(400, "image has zero width or height")
+    if width * height > max_pixels:
+        raise ImageError(413, f"image has {width * height} pixels; the limit is {max_pixels}")
+    try:
+        if target_side and img.format in ("JPEG", "MPO"):
+            # Decode at 1/2, 1/4 or 1/8 scale while the result stays >= 2x the crop side.
+            img.draft("RGB", (max(1, width * target_side * 2 // max(width, height)),
+                              max(1, height * target_side * 2 // max(width, height))))
+        img.seek(0)  # animated images: the first frame
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img)
+    except ImageError:
+        raise
+    except Exception as exc:  # truncated or corrupt pixel data
+        raise ImageError(400, f"could not decode the image data: {exc}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; 16-bit and float images are rescaled, not clipped."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.round().astype(np.uint8), "L")
+    elif img.mode == "P" or img.mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        background = Image.new("RGB", img.size, PAD_RGB)
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        return background
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A square region of the image: top-left corner and side length, in image pixels.
+
+    A point ``u`` in normalised crop coordinates ([0, 1] across the crop) is the image
+    point ``(x0 + u_x * side, y0 + u_y * side)``.
+    """
+
+    x0: float
+    y0: float
+    side: float
+
+    @classmethod
+    def around(cls, x: float, y: float, w: float, h: float, margin: float) -> "CropBox":
+        """The square crop centred on box (x, y, w, h) with side ``margin * max(w, h)``."""
+        side = max(w, h) * margin
+        return cls(x + w / 2 - side / 2, y + h / 2 - side / 2, side)
+
+    def to_image(self, uv: np.ndarray) -> np.ndarray:
+        """Map normalised crop coordinates (..., 2) to image pixel coordinates."""
+        return np.asarray(uv, dtype=np.float64) * self.side + np.array([self.x0, self.y0])
+
+    def to_crop(self, xy: np.ndarray) -> np.ndarray:
+        """Map image pixel coordinates (..., 2) to normalised crop coordinates."""
+        return (np.asarray(xy, dtype=np.float64) - np.array([self.x0, self.y0])) / self.side
+
+
+def crop_square(img: Image.Image, box: CropBox, size: int) -> np.ndarray:
+    """Resample ``box`` of ``img`` to a ``size``×``size`` RGB uint8 array (HWC).
+
+    Regions outside the image are padded with ``PAD_RGB``. Large reductions first use
+    Pillow's box-filter ``reduce`` so that downscaling does not alias.
+    """
+    scale = box.side / size
+    x0, y0, side = box.x0, box.y0, box.side
+    factor = int(scale // 2)
+    if factor >= 2:
+        img = img.reduce(factor)
+        x0, y0, side = x0 / factor, y0 / factor, side / factor
+        scale = side / size
+    out = img.transform((size, size), Image.Transform.AFFINE,
+                        (scale, 0.0, x0, 0.0, scale, y0),
+                        resample=Image.Resampling.BILINEAR, fillcolor=PAD_RGB)
+    return np.asarray(out, dtype=np.uint8)

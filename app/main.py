@@ -1,0 +1,182 @@
+"""The FastAPI application: ``uvicorn app.main:app``.
+
+Models are loaded in the ``lifespan`` (all sessions created and warmed before the first
+request); handlers get them through dependencies; responses are typed pydantic models,
+so /docs shows the exact contract.
+"""
+
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app import pose
+from app.imaging import ImageError, decode_image
+from app.metrics import Metrics
+from app.pool import Overloaded
+from app.registry import LoadedModel, Registry, load_registry
+from app.schemas import ErrorResponse, ModelInfo, ModelsResponse, PoseResponse, ReadyResponse, Timing
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("poseserve")
+ACCEPTED_CONTENT_TYPES = ("image/", "application/octet-stream")
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.registry = await run_in_threadpool(load_registry, settings)
+        yield
+        app.state.registry.close()
+
+    app = FastAPI(
+        title="poseserve", version="0.1.0", lifespan=lifespan, debug=False,
+        max_body_size=settings.max_upload_bytes + 64 * 1024,  # + multipart framing
+        description="2D human pose estimation with five classic architectures "
+                    "(DeepPose, Tompson et al., CPM, IEF, Stacked Hourglass), served from ONNX.")
+    app.state.settings, app.state.metrics = settings, metrics
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        """Request id, access log line and request metrics for every call."""
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request.state.request_id = request_id
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:  # never leak a stack trace to the client
+            log.exception("request %s failed", request_id)
+            response = JSONResponse({"detail": f"internal error (request id {request_id})"}, 500)
+        elapsed = time.perf_counter() - start
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(elapsed)
+        response.headers["x-request-id"] = request_id
+        log.info("%s %s %s %d %.1fms", request_id, request.method, request.url.path,
+                 response.status_code, elapsed * 1000)
+        return response
+
+    def registry(request: Request) -> Registry:
+        return request.app.state.registry
+
+    def selected_model(reg: Annotated[Registry, Depends(registry)],
+                       model: Annotated[str | None, Query(
+                           description="architecture id from GET /models; default from "
+                                       "POSE_DEFAULT_MODEL", max_length=64)] = None) -> LoadedModel:
+        name = model or settings.default_model
+        if name in reg.models:
+            return reg.models[name]
+        if name in reg.failed:
+            raise HTTPException(503, f"model {name!r} is unavailable: {reg.failed[name]}")
+        raise HTTPException(404, f"unknown model {name!r}; available: {sorted(reg.models)}")
+
+    @app.post("/pose", response_model=PoseResponse,
+              responses=ERRORS, summary="Estimate the pose of one person in an image")
+    async def estimate_pose(
+        request: Request,
+        image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF")],
+        m: Annotated[LoadedModel, Depends(selected_model)],
+        bbox: Annotated[str | None, Query(
+            description="person box 'x,y,w,h' in image pixels; default: the whole image",
+            max_length=200)] = None,
+        heatmaps: Annotated[Literal["png", "array", "none"], Query(
+            description="png: one 8-bit PNG per joint; array: floats; none: omit")] = "png",
+        stages: Annotated[bool, Query(
+            description="also return the keypoints after every stage/stack/iteration")] = False,
+    ) -> PoseResponse:
+        t0 = time.perf_counter()
+        content_type = (image.content_type or "application/octet-stream").lower()
+        if not content_type.startswith(ACCEPTED_CONTENT_TYPES):
+            raise HTTPException(415, f"unsupported content type {content_type!r}; send an image")
+        data = await image.read()
+        try:
+            img = await run_in_threadpool(decode_image, data, settings.max_pixels, m.input_size)
+        except ImageError as exc:
+            raise HTTPException(exc.status, exc.detail) from None
+        try:
+            box = pose.crop_for(m, img, pose.parse_bbox(bbox, img.width, img.height) if bbox else None)
+        except ValueError as exc:
+            raise HTTPException(422, [{"loc": ["query", "bbox"], "msg": str(exc),
+                                       "type": "value_error"}]) from None
+        t1 = time.perf_counter()
+        batch = await run_in_threadpool(pose.preprocess, m, img, box)
+        t2 = time.perf_counter()
+        try:
+            outputs, _ = await m.pool.run({"image": batch}, settings.inference_timeout_s)
+        except Overloaded as exc:
+            metrics.rejected.labels(m.id, "busy").inc()
+            raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": "1"}) from None
+        except TimeoutError:
+            metrics.rejected.labels(m.id, "timeout").inc()
+            raise HTTPException(503, "inference timed out", headers={"Retry-After": "5"}) from None
+        t3 = time.perf_counter()
+        metrics.inference.labels(m.id).observe(t3 - t2)
+        out = dict(zip(m.output_names, outputs))
+        scores = out["scores"][0] if "scores" in out else None
+        response = PoseResponse(
+            model=m.id, image={"width": img.width, "height": img.height},
+            crop=[round(box.x0, 2), round(box.y0, 2), round(box.side, 2)],
+            keypoints=pose.keypoints(m, out["keypoints"][0], scores, box),
+            timing_ms=Timing(decode=0, preprocess=0, inference=0, postprocess=0, total=0))
+        if heatmaps != "none":
+            response.heatmaps = await run_in_threadpool(
+                pose.encode_heatmaps, m, out["heatmaps"][0], heatmaps, box)
+        if stages:
+            response.stages = pose.stage_keypoints(m, out["stage_keypoints"][0], box)
+        t4 = time.perf_counter()
+        response.timing_ms = Timing(decode=round((t1 - t0) * 1e3, 2), preprocess=round((t2 - t1) * 1e3, 2),
+                                    inference=round((t3 - t2) * 1e3, 2),
+                                    postprocess=round((t4 - t3) * 1e3, 2), total=round((t4 - t0) * 1e3, 2))
+        return response
+
+    @app.get("/models", response_model=ModelsResponse, summary="The models this server serves")
+    async def list_models(reg: Annotated[Registry, Depends(registry)]) -> ModelsResponse:
+        infos = []
+        for m in reg.models.values():
+            man = m.manifest
+            infos.append(ModelInfo(
+                id=m.id, architecture=man.get("architecture", m.id), paper=man.get("paper"),
+                input_size=m.input_size, output_kind=man["output_kind"], stages=man.get("stages"),
+                keypoints=man["keypoints"], skeleton=man["skeleton"], params=man.get("params"),
+                flops=man.get("flops"), accuracy=man.get("accuracy"), providers=m.pool.providers))
+        return ModelsResponse(models=infos, unavailable=reg.failed)
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}},
+             summary="Readiness: 200 only when every model in the model directory is loaded")
+    async def readyz(request: Request) -> JSONResponse:
+        reg: Registry | None = getattr(request.app.state, "registry", None)
+        if reg is None:
+            return JSONResponse({"ready": False, "models": {}, "unavailable": {}}, 503)
+        body = ReadyResponse(ready=bool(reg.models) and not reg.failed,
+                             models={k: v.pool.providers for k, v in reg.models.items()},
+                             unavailable=reg.failed)
+        return JSONResponse(body.model_dump(), 200 if body.ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+app = create_app()

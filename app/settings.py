@@ -1,0 +1,57 @@
+"""Service configuration: environment variables with the ``POSE_`` prefix (pydantic-settings)."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "onnx"
+
+
+def cpu_quota() -> int:
+    """Cores this process may really use: the cgroup CPU quota (containers), else affinity.
+
+    ``os.cpu_count()`` reports the host's cores inside a container; sizing thread pools
+    from it is the classic onnxruntime oversubscription pitfall.
+    """
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return max(1, int(int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSE_", protected_namespaces=())
+
+    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="folder of <id>.onnx + <id>.json")
+    default_model: str = Field("hourglass", description="model used when a request names none")
+    pool_size: int = Field(0, ge=0, description="sessions per model; 0 = derived from the CPU quota")
+    intra_op_threads: int = Field(0, ge=0, description="threads per session; 0 = derived")
+    max_queue: int = Field(16, ge=0, description="requests that may wait for a session per model")
+    queue_timeout_s: float = Field(10.0, gt=0, description="longest wait for a free session")
+    inference_timeout_s: float = Field(30.0, gt=0, description="longest a request may take once running")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="upload size limit")
+    max_pixels: int = Field(40_000_000, gt=0, description="image pixel limit, checked before decoding")
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto: CUDA if available")
+    cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty = CORS off")
+
+    def threads_and_pool(self) -> tuple[int, int]:
+        """(pool size, intra-op threads) such that pool × threads ≤ the CPU quota."""
+        cores = cpu_quota()
+        threads = self.intra_op_threads or (1 if self.pool_size else max(1, cores // 2))
+        pool = self.pool_size or max(1, cores // threads)
+        return pool, threads
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

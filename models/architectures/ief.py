@@ -1,0 +1,60 @@
+"""Iterative Error Feedback (Carreira et al., CVPR 2016).
+
+Mirrors Fig. 1: the input is the image ⊕ K Gaussian heatmaps rendered from the
+current pose y_t; a network f predicts a correction ε_t = f(x ⊕ g(y_t)), and
+y_{t+1} = y_t + ε_t, starting from the mean training pose y_0. Corrections are bounded
+(the paper caps the target's norm at L; here the output is also squashed by
+``bound · tanh``), and the T steps are unrolled so the whole loop exports as one graph.
+
+Simplified: f is a small residual CNN instead of GoogLeNet; training unrolls T steps
+with the pose detached between steps (each step learns to correct the previous
+estimate), in place of the paper's fixed-path consolidation schedule.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.heatmaps import render_gaussians
+from models.keypoints import NUM_KEYPOINTS
+from models.layers import Residual, conv_bn_relu
+
+
+class IterativeErrorFeedback(nn.Module):
+    output_kind = "coordinates"
+
+    def __init__(self, num_keypoints: int = NUM_KEYPOINTS, input_size: int = 96, width: int = 32,
+                 steps: int = 3, bound: float = 0.1, sigma: float = 3.0, fc: int = 256) -> None:
+        super().__init__()
+        w, k = width, num_keypoints
+        self.num_keypoints, self.input_size, self.steps = k, input_size, steps
+        self.bound, self.sigma = bound, sigma
+        self.f = nn.Sequential(
+            conv_bn_relu(3 + k, w, 5, 2), nn.MaxPool2d(2),
+            Residual(w, 2 * w), nn.MaxPool2d(2),
+            Residual(2 * w, 4 * w), nn.MaxPool2d(2),
+            Residual(4 * w, 4 * w), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True),
+            nn.Flatten(), nn.Linear(4 * w * (input_size // 16) ** 2, fc), nn.ReLU(inplace=True),
+            nn.Linear(fc, 2 * k))
+        nn.init.zeros_(self.f[-1].weight)
+        nn.init.zeros_(self.f[-1].bias)
+        # y_0: replaced by the training set's mean pose when training starts.
+        self.register_buffer("mean_pose", torch.full((k, 2), 0.5))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Returns y_0 (mean pose) and the pose after each of the T corrections."""
+        n, s = x.shape[0], x.shape[-1]
+        y = self.mean_pose.unsqueeze(0).expand(n, -1, -1)
+        poses = [y]
+        for _ in range(self.steps):
+            y_in = y.detach() if self.training else y
+            maps = render_gaussians(y_in, s, s, self.sigma)
+            eps = self.bound * torch.tanh(self.f(torch.cat([x, maps], 1)).view(n, -1, 2))
+            y = y_in + eps
+            poses.append(y)
+        return poses
+
+
+def ief(width: int = 32, input_size: int = 96, steps: int = 3, **kwargs) -> IterativeErrorFeedback:
+    """Builder: ``steps`` = T unrolled corrections (≥ 3 in the paper)."""
+    return IterativeErrorFeedback(width=width, input_size=input_size, steps=steps, **kwargs)

@@ -1,0 +1,48 @@
+"""The inference graph: what every exported model computes, in one output contract.
+
+Training returns raw per-stage outputs; serving wants decoded keypoints. This wrapper
+turns any architecture into the same named outputs, so that export, evaluation of a
+checkpoint and evaluation of an ONNX file all read the same thing:
+
+- ``keypoints``       (N, K, 2): final estimate, normalised crop coordinates in [0, 1]
+- ``stage_keypoints`` (N, T, K, 2): the estimate after every stage/stack/iteration
+- ``heatmaps``        (N, K, H, W) at 1/4 of the input resolution: the last stage's
+  prediction for heatmap models; for coordinate regressors (DeepPose, IEF), Gaussians
+  *rendered* at the regressed points (the manifest's ``heatmap_source`` says which), so
+  every model answers in the same shape and the service needs no rendering code
+- heatmap models only: ``scores`` (N, K), the decoded peak value, and
+  ``stage_heatmaps`` (N, T, K, H, W).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.heatmaps import decode_heatmaps, render_gaussians
+
+HEATMAP_STRIDE = 4
+RENDER_SIGMA = 1.0  # heatmap cells, the training targets' width
+
+
+def output_names(output_kind: str) -> list[str]:
+    if output_kind == "heatmaps":
+        return ["keypoints", "stage_keypoints", "scores", "heatmaps", "stage_heatmaps"]
+    return ["keypoints", "stage_keypoints", "heatmaps"]
+
+
+class InferenceGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.output_kind: str = model.output_kind
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        stages = self.model(image)
+        if self.output_kind == "coordinates":
+            side = image.shape[-1] // HEATMAP_STRIDE
+            rendered = render_gaussians(stages[-1], side, side, RENDER_SIGMA)
+            return stages[-1], torch.stack(stages, 1), rendered
+        decoded = [decode_heatmaps(h) for h in stages]
+        stage_kp = torch.stack([d[..., :2] for d in decoded], 1)
+        return (decoded[-1][..., :2], stage_kp, decoded[-1][..., 2], stages[-1],
+                torch.stack(stages, 1))
