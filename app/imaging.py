@@ -31,12 +31,10 @@ class ImageError(ValueError):
         self.detail = detail
 
 
-def decode_image(data: bytes, max_pixels: int, target_side: int | None = None) -> Image.Image:
-    """Decode an upload into an upright 8-bit RGB image.
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Parse the header only: format and pixel-count checks before any pixel is decoded.
 
-    The pixel count is checked from the header *before* decoding, so a decompression
-    bomb costs nothing. ``target_side`` lets JPEG decode at a reduced scale (libjpeg's
-    DCT scaling) when the image is much larger than what the model needs.
+    Refusing a decompression bomb here costs nothing; decoding it would cost gigabytes.
     """
     if not data:
         raise ImageError(400, "empty upload: no image bytes received")
@@ -54,19 +52,43 @@ def decode_image(data: bytes, max_pixels: int, target_side: int | None = None) -
         raise ImageError(400, "image has zero width or height")
     if width * height > max_pixels:
         raise ImageError(413, f"image has {width * height} pixels; the limit is {max_pixels}")
+    return img
+
+
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as displayed, i.e. after the EXIF orientation, from the header."""
+    w, h = img.size
     try:
-        if target_side and img.format in ("JPEG", "MPO"):
-            # Decode at 1/2, 1/4 or 1/8 scale while the result stays >= 2x the crop side.
-            img.draft("RGB", (max(1, width * target_side * 2 // max(width, height)),
-                              max(1, height * target_side * 2 // max(width, height))))
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block is ignored, as exif_transpose would
+        orientation = 1
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def load_rgb(img: Image.Image, max_reduction: float = 1.0) -> tuple[Image.Image, float]:
+    """Decode an opened image to upright 8-bit RGB; returns (image, scale).
+
+    ``max_reduction`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling, far cheaper than decoding then resizing) when the caller needs less detail;
+    ``scale`` = original pixels per decoded pixel, to map coordinates back.
+    """
+    width = img.size[0]
+    try:
+        if max_reduction >= 2 and img.format in ("JPEG", "MPO"):
+            img.draft("RGB", (max(1, int(img.size[0] / max_reduction)),
+                              max(1, int(img.size[1] / max_reduction))))
         img.seek(0)  # animated images: the first frame
         img.load()
+        scale = width / img.size[0]
         img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
-    except ImageError:
-        raise
+        return _to_rgb(img), scale
     except Exception as exc:  # truncated or corrupt pixel data
         raise ImageError(400, f"could not decode the image data: {exc}") from None
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Header checks, then a full-resolution upright RGB decode."""
+    return load_rgb(open_image(data, max_pixels))[0]
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -102,6 +124,10 @@ class CropBox:
         """The square crop centred on box (x, y, w, h) with side ``margin * max(w, h)``."""
         side = max(w, h) * margin
         return cls(x + w / 2 - side / 2, y + h / 2 - side / 2, side)
+
+    def scaled(self, factor: float) -> "CropBox":
+        """The same region in an image resized by ``factor``."""
+        return CropBox(self.x0 * factor, self.y0 * factor, self.side * factor)
 
     def to_image(self, uv: np.ndarray) -> np.ndarray:
         """Map normalised crop coordinates (..., 2) to image pixel coordinates."""

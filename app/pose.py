@@ -11,7 +11,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from app.imaging import CropBox, crop_square
+from app.imaging import CropBox, crop_square, load_rgb
 from app.registry import LoadedModel
 from app.schemas import HeatmapPNG, Heatmaps, Keypoint, StageKeypoints
 
@@ -34,18 +34,19 @@ def parse_bbox(text: str, width: int, height: int) -> tuple[float, float, float,
     return x, y, w, h
 
 
-def crop_for(model: LoadedModel, img: Image.Image, bbox: tuple[float, float, float, float] | None
-             ) -> CropBox:
+def crop_for(model: LoadedModel, size: tuple[int, int],
+             bbox: tuple[float, float, float, float] | None) -> CropBox:
     """The person box with the model's training margin, or the whole image (square, centred)."""
     if bbox is None:
-        return CropBox.around(0, 0, img.width, img.height, 1.0)
+        return CropBox.around(0, 0, size[0], size[1], 1.0)
     return CropBox.around(*bbox, float(model.manifest["input"].get("crop_margin", 1.25)))
 
 
 def preprocess(model: LoadedModel, img: Image.Image, box: CropBox) -> np.ndarray:
-    """(1, 3, S, S) float32, normalised as the manifest says."""
+    """Decode (reduced where the crop allows), crop, normalise: (1, 3, S, S) float32."""
     spec = model.manifest["input"]
-    pixels = crop_square(img, box, model.input_size).astype(np.float32) / 255.0
+    rgb, scale = load_rgb(img, box.side / model.input_size / 2)
+    pixels = crop_square(rgb, box.scaled(1 / scale), model.input_size).astype(np.float32) / 255.0
     pixels = (pixels - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
 

@@ -1,0 +1,182 @@
+"""The HTTP contract of issue #2, endpoint by endpoint, on random-weight models."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.imaging import CropBox
+from tests.conftest import ARCHITECTURES, image_bytes
+
+LSP_NAMES = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+             "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
+             "left_wrist", "neck", "head_top"]
+
+
+def post(client, data: bytes, name="p.jpg", ctype="image/jpeg", **params):
+    return client.post("/pose", params=params, files={"image": (name, data, ctype)})
+
+
+@pytest.mark.parametrize("model", ARCHITECTURES)
+def test_pose_returns_14_named_keypoints_inside_the_crop(client, model):
+    r = post(client, image_bytes(size=(120, 160)), model=model, bbox="20,30,60,100")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == model and body["image"] == {"width": 120, "height": 160}
+    assert [k["name"] for k in body["keypoints"]] == LSP_NAMES
+    assert [k["id"] for k in body["keypoints"]] == list(range(14))
+    x0, y0, side = body["crop"]
+    assert (x0, y0, side) == pytest.approx((50 - 62.5, 80 - 62.5, 125.0))  # 1.25 margin, square
+    for k in body["keypoints"]:
+        assert x0 - 1 <= k["x"] <= x0 + side + 1 and y0 - 1 <= k["y"] <= y0 + side + 1
+    heat = body["heatmaps"]
+    assert heat["source"] == ("rendered" if model in ("deeppose", "ief") else "predicted")
+    scores = [k["score"] for k in body["keypoints"]]
+    assert all(s is None for s in scores) if model in ("deeppose", "ief") else all(
+        isinstance(s, float) for s in scores)
+    assert set(body["timing_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}
+
+
+def test_heatmap_affine_maps_the_peak_cell_onto_the_keypoint(client):
+    """What the docs promise: A @ [col, row, 1] puts a heatmap cell on the image."""
+    body = post(client, image_bytes(size=(200, 150)), model="hourglass", heatmaps="array",
+                bbox="40,20,80,110").json()
+    a = np.array(body["heatmaps"]["to_image"])
+    maps = np.array(body["heatmaps"]["maps"])
+    assert maps.shape == (14, body["heatmaps"]["height"], body["heatmaps"]["width"])
+    cell = (body["crop"][2] / body["heatmaps"]["width"])
+    for k, kp in enumerate(body["keypoints"]):
+        row, col = np.unravel_index(maps[k].argmax(), maps[k].shape)
+        x, y = a @ np.array([col, row, 1.0])
+        assert abs(x - kp["x"]) <= 0.3 * cell and abs(y - kp["y"]) <= 0.3 * cell
+
+
+def test_png_heatmaps_decode_to_the_array_values(client):
+    data = image_bytes(size=(90, 90))
+    png = post(client, data, model="cpm").json()["heatmaps"]
+    arr = post(client, data, model="cpm", heatmaps="array").json()["heatmaps"]
+    assert png["format"] == "png" and len(png["maps_png"]) == 14
+    first = png["maps_png"][0]
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(first["png"]))), np.float64)
+    values = first["min"] + pixels / 255 * (first["max"] - first["min"])
+    assert np.abs(values - np.array(arr["maps"][0])).max() <= (first["max"] - first["min"]) / 255 + 1e-3
+
+
+def test_heatmaps_none_and_stages(client):
+    body = post(client, image_bytes(), model="ief", heatmaps="none", stages="true").json()
+    assert body["heatmaps"] is None
+    assert [s["stage"] for s in body["stages"]] == [1, 2, 3, 4]  # y0 + 3 corrections
+    assert body["stages"][-1]["keypoints"] == [dict(k, score=None) for k in body["keypoints"]]
+
+
+def test_without_bbox_the_whole_image_is_the_crop(client):
+    body = post(client, image_bytes(size=(100, 60)), model="tompson").json()
+    assert body["crop"] == [0.0, -20.0, 100.0]
+
+
+def test_default_model_is_hourglass(client):
+    assert post(client, image_bytes()).json()["model"] == "hourglass"
+
+
+def test_keypoints_follow_the_exif_orientation(client):
+    img = Image.new("RGB", (80, 40), (200, 60, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif)
+    assert post(client, buf.getvalue()).json()["image"] == {"width": 40, "height": 80}
+
+
+@pytest.mark.parametrize("params,status,field", [
+    ({"model": "alexnet"}, 404, None),
+    ({"bbox": "1,2,3"}, 422, "bbox"),
+    ({"bbox": "0,0,0,10"}, 422, "bbox"),
+    ({"bbox": "500,500,10,10"}, 422, "bbox"),
+    ({"bbox": "a,b,c,d"}, 422, "bbox"),
+    ({"bbox": "nan,0,10,10"}, 422, "bbox"),
+    ({"heatmaps": "jpeg"}, 422, "heatmaps"),
+    ({"stages": "maybe"}, 422, "stages"),
+])
+def test_bad_parameters_are_4xx_json(client, params, status, field):
+    r = post(client, image_bytes(), **params)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    if field:
+        assert any(field in e["loc"] for e in detail)
+
+
+@pytest.mark.parametrize("data,ctype,status", [
+    (b"", "image/jpeg", 400),
+    (b"\x00garbage" * 10, "image/png", 400),
+    (image_bytes("JPEG")[:300], "image/jpeg", 400),
+    (b"hello", "text/plain", 415),
+    (b"%PDF-1.4", "application/pdf", 415),
+])
+def test_bad_uploads_are_4xx_json(client, data, ctype, status):
+    r = post(client, data, ctype=ctype)
+    assert r.status_code == status and "detail" in r.json()
+
+
+def test_missing_file_is_422(client):
+    assert client.post("/pose").status_code == 422
+
+
+def test_oversized_upload_is_413(client):
+    r = post(client, b"\xff" * 2_200_000)
+    assert r.status_code == 413 and "detail" in r.json()
+
+
+def test_too_many_pixels_is_413(client):
+    r = post(client, image_bytes("PNG", size=(2100, 2000)), ctype="image/png")
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+
+def test_models_lists_every_model_with_its_providers(client):
+    body = client.get("/models").json()
+    assert sorted(m["id"] for m in body["models"]) == sorted(ARCHITECTURES)
+    for m in body["models"]:
+        assert m["keypoints"] == LSP_NAMES and m["providers"] == ["CPUExecutionProvider"]
+        assert m["params"] > 0 and m["input_size"] == 32 and m["skeleton"]
+    assert body["unavailable"] == {}
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["ready"] is True
+    assert set(r.json()["models"]) == set(ARCHITECTURES)
+
+
+def test_metrics_count_requests_and_inference(client):
+    post(client, image_bytes(), model="cpm")
+    text = client.get("/metrics").text
+    assert 'poseserve_requests_total{method="POST",route="/pose",status="200"}' in text
+    assert 'poseserve_inference_seconds_count{model="cpm"}' in text
+
+
+def test_request_id_is_echoed(client):
+    r = client.get("/healthz", headers={"x-request-id": "abc123"})
+    assert r.headers["x-request-id"] == "abc123"
+
+
+def test_openapi_documents_the_contract(client):
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/pose"]["post"]
+    assert {p["name"] for p in op["parameters"]} >= {"model", "bbox", "heatmaps", "stages"}
+    assert "PoseResponse" in spec["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_cors_is_off_by_default(client):
+    r = client.options("/pose", headers={"Origin": "http://evil.example",
+                                         "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_crop_box_margin_matches_training():
+    from models.data import CROP_MARGIN  # the service reads it from the manifest
+
+    assert CropBox.around(0, 0, 10, 20, CROP_MARGIN).side == 25.0

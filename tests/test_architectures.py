@@ -1,0 +1,151 @@
+"""The five architectures: shapes, sizes, gradients, learning, and the shared pieces."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.architectures import build_model  # noqa: E402
+from models.heatmaps import decode_heatmaps, render_gaussians, soft_argmax  # noqa: E402
+from models.inference import InferenceGraph, output_names  # noqa: E402
+from models.keypoints import FLIP_PERMUTATION, KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON  # noqa: E402
+from models.train import pose_loss  # noqa: E402
+from tests.conftest import ARCHITECTURES, TEST_INPUT, tiny_model  # noqa: E402
+
+# Default-size models (what `poseserve train` builds at 64x64): parameter budgets.
+PARAM_RANGES = {"deeppose": (0.5e6, 3e6), "tompson": (0.2e6, 2e6), "cpm": (0.2e6, 2e6),
+                "ief": (0.3e6, 3e6), "hourglass": (0.1e6, 2e6)}
+STAGES = {"deeppose": 2, "tompson": 1, "cpm": 3, "ief": 4, "hourglass": 2}
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_output_shapes_and_stage_counts(name):
+    model = tiny_model(name)
+    outs = model(torch.randn(2, 3, TEST_INPUT, TEST_INPUT))
+    assert len(outs) == STAGES[name]
+    for o in outs:
+        if model.output_kind == "heatmaps":
+            assert o.shape == (2, NUM_KEYPOINTS, TEST_INPUT // 4, TEST_INPUT // 4)
+        else:
+            assert o.shape == (2, NUM_KEYPOINTS, 2)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_default_size_parameter_budget(name):
+    n = sum(p.numel() for p in build_model(name, input_size=64).parameters())
+    lo, hi = PARAM_RANGES[name]
+    assert lo <= n <= hi, f"{name}: {n} params outside [{lo}, {hi}]"
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_gradient_reaches_every_parameter(name):
+    model = tiny_model(name).train()
+    joints = torch.rand(2, NUM_KEYPOINTS, 2) * 0.6 + 0.2
+    x = torch.randn(2, 3, TEST_INPUT, TEST_INPUT)
+    valid = torch.ones(2, NUM_KEYPOINTS, dtype=torch.bool)
+    # IEF zero-initialises its last layer (it starts exactly at the mean pose), which
+    # blocks gradients for the very first step only: take one step, then check.
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    pose_loss(model, model(x), joints, valid).backward()
+    opt.step()
+    opt.zero_grad()
+    pose_loss(model, model(x), joints, valid).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing[:5]}"
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_optimisation_steps_lower_the_loss_on_a_tiny_batch(name):
+    torch.manual_seed(0)
+    model = tiny_model(name).train()
+    for m in model.modules():  # deterministic comparison: no dropout noise or jitter
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    if hasattr(model, "train_jitter"):
+        model.train_jitter = 0.0
+    x = torch.randn(4, 3, TEST_INPUT, TEST_INPUT)
+    joints = torch.rand(4, NUM_KEYPOINTS, 2) * 0.6 + 0.2
+    valid = torch.ones(4, NUM_KEYPOINTS, dtype=torch.bool)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = pose_loss(model, model(x), joints, valid).item()
+    for _ in range(15):
+        loss = pose_loss(model, model(x), joints, valid)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert pose_loss(model, model(x), joints, valid).item() < first
+
+
+def test_masked_joints_do_not_contribute_to_the_loss():
+    model = tiny_model("hourglass").eval()
+    outs = model(torch.randn(1, 3, TEST_INPUT, TEST_INPUT))
+    joints = torch.rand(1, NUM_KEYPOINTS, 2)
+    valid = torch.ones(1, NUM_KEYPOINTS, dtype=torch.bool)
+    valid[0, 3] = False
+    moved = joints.clone()
+    moved[0, 3] = 1 - moved[0, 3]
+    assert torch.isclose(pose_loss(model, outs, joints, valid), pose_loss(model, outs, moved, valid))
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_inference_graph_outputs_match_their_names(name):
+    model = tiny_model(name)
+    outs = InferenceGraph(model).eval()(torch.randn(3, 3, TEST_INPUT, TEST_INPUT))
+    names = output_names(model.output_kind)
+    assert len(outs) == len(names)
+    got = dict(zip(names, outs))
+    assert got["keypoints"].shape == (3, NUM_KEYPOINTS, 2)
+    assert got["stage_keypoints"].shape == (3, STAGES[name], NUM_KEYPOINTS, 2)
+    assert got["heatmaps"].shape == (3, NUM_KEYPOINTS, TEST_INPUT // 4, TEST_INPUT // 4)
+    assert torch.equal(got["stage_keypoints"][:, -1], got["keypoints"])
+
+
+def test_render_then_decode_recovers_points_within_a_quarter_cell():
+    torch.manual_seed(1)
+    pts = torch.rand(4, NUM_KEYPOINTS, 2) * 0.8 + 0.1
+    decoded = decode_heatmaps(render_gaussians(pts, 32, 32, sigma=1.0))
+    assert (decoded[..., :2] - pts).abs().max() < 0.5 / 32
+    assert torch.allclose(decoded[..., 2], torch.ones(4, NUM_KEYPOINTS), atol=0.5)
+    soft = soft_argmax(render_gaussians(pts, 32, 32, sigma=1.0) * 20)
+    assert (soft - pts).abs().max() < 0.5 / 32
+
+
+def test_ief_rendering_is_differentiable_in_the_pose():
+    pts = torch.full((1, 1, 2), 0.5, requires_grad=True)
+    render_gaussians(pts, 16, 16, 1.5)[0, 0, 4, 6].backward()
+    assert pts.grad is not None and pts.grad.abs().sum() > 0
+
+
+def test_flip_table_is_an_involution_that_swaps_sides():
+    perm = FLIP_PERMUTATION
+    assert sorted(perm) == list(range(NUM_KEYPOINTS))
+    assert all(perm[perm[i]] == i for i in range(NUM_KEYPOINTS))
+    for i, name in enumerate(KEYPOINT_NAMES):
+        other = KEYPOINT_NAMES[perm[i]]
+        assert other == name.replace("right", "LEFT").replace("left", "right").replace("LEFT", "left")
+    assert all(0 <= a < NUM_KEYPOINTS and 0 <= b < NUM_KEYPOINTS for a, b in SKELETON)
+
+
+def test_deeppose_patches_are_centred_on_the_joints():
+    model = build_model("deeppose", input_size=32, width=4, fc=8).eval()
+    image = torch.zeros(1, 3, 32, 32)
+    image[0, :, 8, 24] = 1.0  # a bright pixel at normalised (24.5/32, 8.5/32)
+    centres = torch.tensor([[[24.5 / 32, 8.5 / 32]] * NUM_KEYPOINTS])
+    patch = model.patches(image, centres)[0, 0]
+    p = model.patch_size
+    assert patch.argmax() // p in (p // 2 - 1, p // 2) and patch.argmax() % p in (p // 2 - 1, p // 2)
+
+
+def test_ief_starts_from_its_mean_pose():
+    model = tiny_model("ief").eval()
+    model.mean_pose.fill_(0.3)
+    poses = model(torch.randn(2, 3, TEST_INPUT, TEST_INPUT))
+    assert torch.allclose(poses[0], torch.full_like(poses[0], 0.3))
+    # corrections are bounded
+    for a, b in zip(poses[:-1], poses[1:]):
+        assert (b - a).abs().max() <= model.bound + 1e-6
+
+
+def test_unknown_architecture_is_a_clear_error():
+    with pytest.raises(KeyError, match="unknown architecture"):
+        build_model("alexnet")

@@ -1,0 +1,119 @@
+"""Dataset loaders (on a generated miniature of the LSP/LSPET layouts) and augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+scipy_io = pytest.importorskip("scipy.io")
+
+from models.data import CachedSplit, build_cache, load_lsp, load_lspet, make_batch, person_box  # noqa: E402
+from models.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS  # noqa: E402
+from models.metrics import pck_summary  # noqa: E402
+
+MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+
+
+@pytest.fixture
+def fake_datasets(tmp_path):
+    """2000 LSP + 310 LSPET entries in the real file layouts; only a few real images."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "lsp" / "images").mkdir(parents=True)
+    (tmp_path / "lspet" / "images").mkdir(parents=True)
+    lsp = np.zeros((3, 14, 2000))
+    lsp[0] = rng.uniform(20, 80, (14, 2000))
+    lsp[1] = rng.uniform(20, 100, (14, 2000))
+    lsp[2, 5, 0] = 1  # occluded flag: still annotated in LSP
+    scipy_io.savemat(tmp_path / "lsp" / "joints.mat", {"joints": lsp})
+    lspet = np.zeros((14, 3, 310))
+    lspet[:, 0] = rng.uniform(20, 80, (14, 310))
+    lspet[:, 1] = rng.uniform(20, 100, (14, 310))
+    lspet[:, 2] = 1
+    lspet[4, :, 0] = (0, -20, 0)  # un-annotated joint with garbage coordinates
+    scipy_io.savemat(tmp_path / "lspet" / "joints.mat", {"joints": lspet})
+    img = Image.new("RGB", (100, 120), (80, 90, 100))
+    for i in range(2000):
+        img.save(tmp_path / "lsp" / "images" / f"im{i + 1:04d}.jpg")
+    for i in range(310):
+        img.save(tmp_path / "lspet" / "images" / f"im{i + 1:05d}.jpg")
+    return tmp_path, lsp, lspet
+
+
+def test_loaders_normalise_array_order_and_visibility(fake_datasets):
+    root, lsp, lspet = fake_datasets
+    a, b = load_lsp(root), load_lspet(root)
+    assert len(a) == 2000 and len(b) == 310
+    np.testing.assert_allclose(a[0].joints, lsp[:2, :, 0].T)
+    assert a[0].valid.all(), "LSP's flag means occluded, not missing"
+    np.testing.assert_allclose(b[0].joints, lspet[:, :2, 0])
+    assert not b[0].valid[4] and b[0].valid.sum() == 13
+    assert a[0].path.endswith("im0001.jpg") and b[0].path.endswith("im00001.jpg")
+
+
+def test_cache_keeps_the_standard_split(fake_datasets, tmp_path):
+    root, _, _ = fake_datasets
+    cache = build_cache(root, tmp_path / "c.npz", size=32, workers=1)
+    train, val, test = (CachedSplit(cache, s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (1000 + 10, 300, 1000)
+    assert train.images.shape[1:] == (32, 32, 3) and train.images.dtype == np.uint8
+
+
+def test_person_box_ignores_unannotated_joints():
+    joints = np.array([[10.0, 10.0]] * 13 + [[-500.0, -500.0]])
+    joints[0] = (30, 50)
+    valid = np.ones(14, bool)
+    valid[13] = False
+    assert person_box(joints, valid) == (10.0, 10.0, 20.0, 40.0)
+
+
+def _dot_split(points: np.ndarray, size: int = 96) -> CachedSplit:
+    """A cache split whose images have one bright dot at joint 0 (and nothing else)."""
+    split = CachedSplit.__new__(CachedSplit)
+    n = len(points)
+    split.images = np.zeros((n, size, size, 3), np.uint8)
+    for i, (u, v) in enumerate(points):
+        split.images[i, int(v * size) - 1:int(v * size) + 2, int(u * size) - 1:int(u * size) + 2] = 255
+    split.joints = np.repeat(points[:, None, :], NUM_KEYPOINTS, 1).astype(np.float32)
+    split.valid = np.zeros((n, NUM_KEYPOINTS), bool)
+    split.valid[:, 0] = True  # only joint 0 is "annotated": the flip moves that flag too
+    split.context = 1.25 / 1.75
+    return split
+
+
+def test_augmentation_moves_joints_with_the_pixels():
+    points = np.array([[0.4, 0.35], [0.6, 0.62], [0.45, 0.58], [0.55, 0.4]] * 4)
+    split = _dot_split(points)
+    x, joints, valid = make_batch(split, np.arange(len(points)), 64, MEAN, STD, augment=True,
+                                  rng=np.random.default_rng(3))
+    for i in range(len(points)):
+        img = x[i].sum(0)
+        row, col = divmod(int(img.argmax()), 64)
+        (k,) = valid[i].nonzero()[0].tolist()  # joint 0, or joint 5 if mirrored
+        assert k in (0, FLIP_PERMUTATION[0])
+        j = joints[i, k]
+        assert abs((col + 0.5) / 64 - float(j[0])) < 2.5 / 64
+        assert abs((row + 0.5) / 64 - float(j[1])) < 2.5 / 64
+
+
+def test_flip_swaps_left_and_right_labels():
+    split = _dot_split(np.array([[0.3, 0.5]] * 64))
+    _, joints, valid = make_batch(split, np.arange(64), 64, MEAN, STD, augment=True,
+                                  rng=np.random.default_rng(0))
+    flipped = valid[:, FLIP_PERMUTATION[0]]
+    assert bool((flipped ^ valid[:, 0]).all())
+    assert 10 < int(flipped.sum()) < 54, "about half the batch should be mirrored"
+    # a mirrored right ankle at x≈0.3 becomes the left ankle at x≈0.7 (before scale/rotation)
+    assert float(joints[flipped, FLIP_PERMUTATION[0], 0].mean()) > 0.5
+
+
+def test_pck_counts_against_torso_size():
+    gt = np.zeros((1, 14, 2))
+    gt[0, 9] = (0, 0)     # left shoulder
+    gt[0, 2] = (0, 100)   # right hip: torso = 100 px
+    pred = gt.copy()
+    pred[0, 0] += (19, 0)   # within 0.2 * 100
+    pred[0, 1] += (21, 0)   # outside
+    mean, per_joint = pck_summary(pred, gt, np.ones((1, 14), bool), 0.2)
+    assert per_joint[0] == 1 and per_joint[1] == 0
+    assert mean == pytest.approx(13 / 14)
