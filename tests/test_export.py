@@ -1,0 +1,76 @@
+"""Export: ONNX validity, parity with PyTorch at batch 1 and > 1, and the manifest."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from export.onnx_export import (OPSET, PARITY_TOLERANCE, Checkpoint, check_parity, export_model,  # noqa: E402
+                                load_checkpoint, sha256_file)
+from models.keypoints import KEYPOINT_NAMES  # noqa: E402
+from models.train import MEAN, STD  # noqa: E402
+from tests.conftest import ARCHITECTURES, TEST_INPUT, tiny_model  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_exported_graph_is_valid_and_matches_pytorch(model_dir, name):
+    path = model_dir / f"{name}.onnx"
+    onnx.checker.check_model(str(path))
+    graph = onnx.load(str(path))
+    assert graph.opset_import[0].version >= 17
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert check_parity(tiny_model(name), path, TEST_INPUT, batches=(1, 5), seed=7) <= PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_manifest_describes_the_graph(model_dir, name):
+    manifest = json.loads((model_dir / f"{name}.json").read_text())
+    assert manifest["id"] == name and manifest["opset"] == OPSET
+    assert manifest["sha256"] == sha256_file(model_dir / f"{name}.onnx")
+    assert manifest["keypoints"] == list(KEYPOINT_NAMES)
+    assert manifest["input"]["size"] == TEST_INPUT and manifest["input"]["mean"] == list(MEAN)
+    assert manifest["params"] == sum(p.numel() for p in tiny_model(name).parameters())
+    assert manifest["flops"] > 0
+    assert manifest["heatmap_source"] == ("rendered" if name in ("deeppose", "ief") else "predicted")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == list(manifest["outputs"])
+    outs = session.run(None, {"image": np.zeros((3, 3, TEST_INPUT, TEST_INPUT), np.float32)})
+    for out, spec in zip(outs, manifest["outputs"].values()):
+        assert list(out.shape) == [3, *spec["shape"][1:]]
+    assert manifest["stages"] == outs[1].shape[1]
+
+
+def test_parity_check_catches_a_different_model(model_dir):
+    other = tiny_model("hourglass")
+    with torch.no_grad():
+        other.heads[-1].bias.add_(0.5)
+    with pytest.raises(AssertionError):
+        assert check_parity(other, model_dir / "hourglass.onnx", TEST_INPUT) <= PARITY_TOLERANCE
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = tiny_model("cpm")
+    torch.save({"model": model.state_dict(), "optimizer": {}, "mean": MEAN, "std": STD,
+                "state": {"epoch": 3, "elapsed": 120.0},
+                "config": {"model": "cpm", "input_size": TEST_INPUT, "width": 4}}, tmp_path / "c.pt")
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    assert ckpt.state["epoch"] == 3
+    manifest = export_model("cpm", ckpt, tmp_path / "out")
+    assert manifest["training"]["epochs"] == 3 and manifest["training"]["train_minutes"] == 2.0
+    assert (tmp_path / "out" / "cpm.onnx").exists()
+
+
+def test_export_refuses_a_graph_that_breaks_parity(tmp_path, monkeypatch):
+    import export.onnx_export as ex
+
+    monkeypatch.setattr(ex, "check_parity", lambda *a, **k: 1.0)
+    ckpt = Checkpoint(tiny_model("tompson"), {"model": "tompson", "input_size": TEST_INPUT}, MEAN, STD, {})
+    with pytest.raises(AssertionError, match="differs"):
+        export_model("tompson", ckpt, tmp_path)
+    assert not (tmp_path / "tompson.json").exists()

@@ -1,0 +1,83 @@
+"""Startup faults: a broken model is reported as unavailable, never half-served."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import image_bytes
+
+
+@pytest.fixture
+def broken_dir(model_dir, tmp_path):
+    """hourglass intact; cpm corrupt; tompson checksum mismatch; ief without ONNX;
+    deeppose manifest claims the wrong input size; 'orphan' ONNX without a manifest."""
+    for name in ("hourglass", "cpm", "tompson", "deeppose"):
+        shutil.copy(model_dir / f"{name}.onnx", tmp_path)
+        shutil.copy(model_dir / f"{name}.json", tmp_path)
+    shutil.copy(model_dir / "ief.json", tmp_path)
+    shutil.copy(model_dir / "cpm.onnx", tmp_path / "orphan.onnx")
+    corrupt = b"not a protobuf" * 10
+    (tmp_path / "cpm.onnx").write_bytes(corrupt)
+    import hashlib
+
+    cpm = json.loads((tmp_path / "cpm.json").read_text())
+    cpm["sha256"] = hashlib.sha256(corrupt).hexdigest()  # checksum fine, graph corrupt
+    (tmp_path / "cpm.json").write_text(json.dumps(cpm))
+    with open(tmp_path / "tompson.onnx", "ab") as f:
+        f.write(b"\0")
+    dp = json.loads((tmp_path / "deeppose.json").read_text())
+    dp["input"]["size"] = 64
+    (tmp_path / "deeppose.json").write_text(json.dumps(dp))
+    return tmp_path
+
+
+def test_broken_models_are_unavailable_and_the_rest_serve(broken_dir):
+    with TestClient(create_app(Settings(model_dir=broken_dir, pool_size=1, intra_op_threads=1))) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503
+        failed = ready.json()["unavailable"]
+        assert set(failed) == {"cpm", "tompson", "ief", "deeppose", "orphan"}
+        assert "onnxruntime could not load" in failed["cpm"]
+        assert "sha256" in failed["tompson"]
+        assert "missing ONNX" in failed["ief"]
+        assert "manifest" in failed["deeppose"] and "64" in failed["deeppose"]
+        assert "no manifest" in failed["orphan"]
+        assert list(ready.json()["models"]) == ["hourglass"]
+        assert [m["id"] for m in c.get("/models").json()["models"]] == ["hourglass"]
+        files = {"image": ("a.png", image_bytes("PNG"), "image/png")}
+        assert c.post("/pose?model=hourglass", files=files).status_code == 200
+        r = c.post("/pose?model=cpm", files=files)
+        assert r.status_code == 503 and "unavailable" in r.json()["detail"]
+
+
+def test_empty_model_dir_starts_but_is_not_ready(tmp_path):
+    with TestClient(create_app(Settings(model_dir=tmp_path))) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").status_code == 503
+        r = c.post("/pose", files={"image": ("a.png", image_bytes("PNG"), "image/png")})
+        assert r.status_code == 404
+
+
+def test_pool_and_threads_never_oversubscribe_the_cpu_quota(monkeypatch):
+    import app.settings as s
+
+    for cores in (1, 2, 3, 8, 16):
+        monkeypatch.setattr(s, "cpu_quota", lambda c=cores: c)
+        pool, threads = Settings().threads_and_pool()
+        assert pool >= 1 and threads >= 1 and pool * threads <= cores
+    monkeypatch.setattr(s, "cpu_quota", lambda: 8)
+    assert Settings(pool_size=4).threads_and_pool() == (4, 1)
+    assert Settings(intra_op_threads=2).threads_and_pool() == (4, 2)
+
+
+def test_settings_come_from_pose_environment_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv("POSE_DEFAULT_MODEL", "cpm")
+    monkeypatch.setenv("POSE_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("POSE_MAX_QUEUE", "3")
+    s = Settings()
+    assert (s.default_model, s.model_dir, s.max_queue) == ("cpm", tmp_path, 3)
