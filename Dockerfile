@@ -1,0 +1,22 @@
+# poseserve serving image: onnxruntime + FastAPI, no torch, non-root.
+#
+#   docker build -t poseserve .
+#   (NVIDIA GPU variant: Dockerfile.gpu)
+#
+# Only the serving package (app/) and the ONNX artifacts (models/onnx/) are copied:
+# training code and checkpoints never enter the image.
+
+FROM python:3.11-slim AS cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    POSE_MODEL_DIR=/srv/poseserve/models/onnx
+WORKDIR /srv/poseserve
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN pip install .
+COPY models/onnx ./models/onnx
+# An unprivileged uid with no login and no home: nothing in the image is writable to it.
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
+CMD ["poseserve", "serve", "--host", "0.0.0.0", "--port", "8000"]
