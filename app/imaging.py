@@ -91,6 +91,15 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     return load_rgb(open_image(data, max_pixels))[0]
 
 
+def reopen(data: bytes) -> Image.Image:
+    """A fresh lazy image from bytes that ``open_image`` already accepted.
+
+    Decoding mutates a Pillow image (``draft`` shrinks it in place), so every consumer
+    of one upload — several models in /pose/compare, the renderer — opens its own.
+    """
+    return Image.open(io.BytesIO(data))
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; 16-bit and float images are rescaled, not clipped."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):

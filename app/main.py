@@ -5,28 +5,33 @@ request); handlers get them through dependencies; responses are typed pydantic m
 so /docs shows the exact contract.
 """
 
+import io
 import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import pose
 from app.limits import BodySizeLimit
-from app.imaging import ImageError, open_image, oriented_size
+from app.imaging import CropBox, ImageError, load_rgb, open_image, oriented_size, reopen
+from app.render import draw_skeleton
 from app.metrics import Metrics
 from app.pool import Overloaded
 from app.registry import LoadedModel, Registry, load_registry
-from app.schemas import ErrorResponse, ModelInfo, ModelsResponse, PoseResponse, ReadyResponse, Timing
+from app.schemas import (CompareResponse, ErrorResponse, ModelInfo, ModelsResponse, PoseResponse,
+                         ReadyResponse, Timing)
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("poseserve")
+STATIC = Path(__file__).parent / "static"
 ACCEPTED_CONTENT_TYPES = ("image/", "application/octet-stream")
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
 
@@ -86,36 +91,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, f"model {name!r} is unavailable: {reg.failed[name]}")
         raise HTTPException(404, f"unknown model {name!r}; available: {sorted(reg.models)}")
 
-    @app.post("/pose", response_model=PoseResponse,
-              responses=ERRORS, summary="Estimate the pose of one person in an image")
-    async def estimate_pose(
-        request: Request,
-        image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF")],
-        m: Annotated[LoadedModel, Depends(selected_model)],
-        bbox: Annotated[str | None, Query(
-            description="person box 'x,y,w,h' in image pixels; default: the whole image",
-            max_length=200)] = None,
-        heatmaps: Annotated[Literal["png", "array", "none"], Query(
-            description="png: one 8-bit PNG per joint; array: floats; none: omit")] = "png",
-        stages: Annotated[bool, Query(
-            description="also return the keypoints after every stage/stack/iteration")] = False,
-    ) -> PoseResponse:
-        t0 = time.perf_counter()
+    async def read_upload(image: UploadFile) -> tuple[bytes, tuple[int, int]]:
+        """Content-type and header-only image checks; returns (bytes, oriented size).
+
+        Pixels are decoded later, per use, at the resolution that use needs.
+        """
         content_type = (image.content_type or "application/octet-stream").lower()
         if not content_type.startswith(ACCEPTED_CONTENT_TYPES):
             raise HTTPException(415, f"unsupported content type {content_type!r}; send an image")
         data = await image.read()
         try:
-            img = open_image(data, settings.max_pixels)
-            width, height = oriented_size(img)
-            try:
-                box = pose.crop_for(m, (width, height),
-                                    pose.parse_bbox(bbox, width, height) if bbox else None)
-            except ValueError as exc:
-                raise HTTPException(422, [{"loc": ["query", "bbox"], "msg": str(exc),
-                                           "type": "value_error"}]) from None
-            t1 = time.perf_counter()
-            batch = await run_in_threadpool(pose.preprocess, m, img, box)
+            return data, oriented_size(open_image(data, settings.max_pixels))
+        except ImageError as exc:
+            raise HTTPException(exc.status, exc.detail) from None
+
+    def person_crop(m: LoadedModel, size: tuple[int, int], bbox: str | None) -> CropBox:
+        try:
+            return pose.crop_for(m, size, pose.parse_bbox(bbox, *size) if bbox else None)
+        except ValueError as exc:
+            raise HTTPException(422, [{"loc": ["query", "bbox"], "msg": str(exc),
+                                       "type": "value_error"}]) from None
+
+    async def run_pose(m: LoadedModel, upload: tuple[bytes, tuple[int, int]], bbox: str | None,
+                       heatmaps: str, stages: bool, t0: float) -> PoseResponse:
+        """Crop → session pool → keypoints in image pixels (+ heatmaps, stages), timed."""
+        data, (width, height) = upload
+        box = person_crop(m, (width, height), bbox)
+        t1 = time.perf_counter()
+        try:
+            batch = await run_in_threadpool(pose.preprocess, m, data, box)
         except ImageError as exc:
             raise HTTPException(exc.status, exc.detail) from None
         t2 = time.perf_counter()
@@ -148,6 +152,62 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     postprocess=round((t4 - t3) * 1e3, 2), total=round((t4 - t0) * 1e3, 2))
         return response
 
+    BBOX = Annotated[str | None, Query(
+        description="person box 'x,y,w,h' in image pixels; default: the whole image", max_length=200)]
+    IMAGE = Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF")]
+
+    @app.post("/pose", response_model=PoseResponse, responses=ERRORS,
+              summary="Estimate the pose of one person in an image")
+    async def estimate_pose(
+        image: IMAGE,
+        m: Annotated[LoadedModel, Depends(selected_model)],
+        bbox: BBOX = None,
+        heatmaps: Annotated[Literal["png", "array", "none"], Query(
+            description="png: one 8-bit PNG per joint; array: floats; none: omit")] = "png",
+        stages: Annotated[bool, Query(
+            description="also return the keypoints after every stage/stack/iteration")] = False,
+    ) -> PoseResponse:
+        t0 = time.perf_counter()
+        return await run_pose(m, await read_upload(image), bbox, heatmaps, stages, t0)
+
+    @app.post("/pose/compare", response_model=CompareResponse, responses=ERRORS,
+              summary="Run every served architecture on one image, side by side")
+    async def compare(
+        image: IMAGE,
+        reg: Annotated[Registry, Depends(registry)],
+        bbox: BBOX = None,
+        stages: Annotated[bool, Query(description="include every stage's keypoints")] = False,
+    ) -> CompareResponse:
+        t0 = time.perf_counter()
+        upload = await read_upload(image)
+        results = [await run_pose(m, upload, bbox, "none", stages, time.perf_counter())
+                   for m in reg.models.values()]
+        width, height = upload[1]
+        return CompareResponse(image={"width": width, "height": height}, results=results,
+                               total_ms=round((time.perf_counter() - t0) * 1e3, 2))
+
+    @app.post("/pose/render", response_class=Response, responses={
+        200: {"content": {"image/png": {}}, "description": "the image with the skeleton drawn"},
+        **ERRORS}, summary="The image with the estimated skeleton drawn on it (PNG)")
+    async def render_pose(
+        image: IMAGE,
+        m: Annotated[LoadedModel, Depends(selected_model)],
+        bbox: BBOX = None,
+    ) -> Response:
+        t0 = time.perf_counter()
+        upload = await read_upload(image)
+        result = await run_pose(m, upload, bbox, "none", False, t0)
+
+        def draw() -> bytes:
+            rgb = load_rgb(reopen(upload[0]))[0]
+            xy = [(k.x, k.y) for k in result.keypoints]
+            buf = io.BytesIO()
+            draw_skeleton(rgb, xy, m.manifest["skeleton"], m.manifest["keypoints"]).save(buf, "PNG")
+            return buf.getvalue()
+
+        return Response(await run_in_threadpool(draw), media_type="image/png",
+                        headers={"x-pose-model": m.id})
+
     @app.get("/models", response_model=ModelsResponse, summary="The models this server serves")
     async def list_models(reg: Annotated[Registry, Depends(registry)]) -> ModelsResponse:
         infos = []
@@ -174,6 +234,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              models={k: v.pool.providers for k, v in reg.models.items()},
                              unavailable=reg.failed)
         return JSONResponse(body.model_dump(), 200 if body.ready else 503)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        """The demo page: upload a photo, pick an architecture, see joints, heatmaps, stages."""
+        return FileResponse(STATIC / "index.html", media_type="text/html")
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from app.imaging import CropBox, crop_square, load_rgb
+from app.imaging import CropBox, crop_square, load_rgb, reopen
 from app.registry import LoadedModel
 from app.schemas import HeatmapPNG, Heatmaps, Keypoint, StageKeypoints
 
@@ -42,10 +42,10 @@ def crop_for(model: LoadedModel, size: tuple[int, int],
     return CropBox.around(*bbox, float(model.manifest["input"].get("crop_margin", 1.25)))
 
 
-def preprocess(model: LoadedModel, img: Image.Image, box: CropBox) -> np.ndarray:
+def preprocess(model: LoadedModel, data: bytes, box: CropBox) -> np.ndarray:
     """Decode (reduced where the crop allows), crop, normalise: (1, 3, S, S) float32."""
     spec = model.manifest["input"]
-    rgb, scale = load_rgb(img, box.side / model.input_size / 2)
+    rgb, scale = load_rgb(reopen(data), box.side / model.input_size / 2)
     pixels = crop_square(rgb, box.scaled(1 / scale), model.input_size).astype(np.float32) / 255.0
     pixels = (pixels - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])

@@ -93,3 +93,9 @@ class ReadyResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str | list
+
+
+class CompareResponse(BaseModel):
+    image: ImageSize
+    results: list[PoseResponse] = Field(description="one result per served model (heatmaps omitted)")
+    total_ms: float

@@ -180,3 +180,85 @@ def test_crop_box_margin_matches_training():
     from models.data import CROP_MARGIN  # the service reads it from the manifest
 
     assert CropBox.around(0, 0, 10, 20, CROP_MARGIN).side == 25.0
+
+
+def test_large_jpeg_with_a_small_box_keeps_original_coordinates(client):
+    """JPEG draft decoding must not leak the reduced scale into the response."""
+    body = post(client, image_bytes("JPEG", size=(2000, 1600)), model="hourglass",
+                bbox="1000,600,200,400", heatmaps="none").json()
+    assert body["image"] == {"width": 2000, "height": 1600}
+    assert body["crop"] == [850.0, 550.0, 500.0]
+    assert all(840 <= k["x"] <= 1360 and 540 <= k["y"] <= 1060 for k in body["keypoints"])
+
+
+def test_compare_runs_every_model_on_one_image(client):
+    r = client.post("/pose/compare", params={"stages": "true", "bbox": "10,10,60,100"},
+                    files={"image": ("p.png", image_bytes("PNG"), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sorted(x["model"] for x in body["results"]) == sorted(ARCHITECTURES)
+    for x in body["results"]:
+        assert len(x["keypoints"]) == 14 and x["heatmaps"] is None and x["stages"]
+        assert x["timing_ms"]["inference"] > 0
+    single = post(client, image_bytes("PNG"), ctype="image/png", model="cpm", bbox="10,10,60,100").json()
+    cpm = next(x for x in body["results"] if x["model"] == "cpm")
+    assert cpm["keypoints"] == single["keypoints"]
+
+
+def test_render_returns_the_photo_with_a_skeleton(client):
+    data = image_bytes("JPEG", size=(150, 200))
+    r = client.post("/pose/render", params={"model": "tompson"},
+                    files={"image": ("p.jpg", data, "image/jpeg")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    drawn = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), np.int16)
+    plain = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.int16)
+    assert drawn.shape == plain.shape
+    assert (np.abs(drawn - plain).sum(2) > 120).sum() > 50, "no skeleton drawn"
+
+
+def test_index_page_is_served_and_links_the_docs(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert 'href="/docs"' in r.text and "/pose/compare" in r.text
+
+
+def test_busy_server_answers_503_with_retry_after(model_dir):
+    """Every session busy and the wait queue full: 503 at once, counted in /metrics."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.pool import SessionPool
+    from app.settings import Settings
+
+    release = threading.Event()
+
+    class Blocking:
+        def __init__(self, real):
+            self.real = real
+
+        def run(self, names, feeds):
+            release.wait(10)
+            return self.real.run(names, feeds)
+
+        def get_providers(self):
+            return self.real.get_providers()
+
+    settings = Settings(model_dir=model_dir, pool_size=1, intra_op_threads=1, max_queue=0)
+    with TestClient(create_app(settings)) as c:
+        model = c.app.state.registry.models["hourglass"]
+        model.pool = SessionPool([Blocking(model.pool.sessions[0])], max_queue=0, queue_timeout_s=5)
+        results = []
+        first = threading.Thread(target=lambda: results.append(post(c, image_bytes()).status_code))
+        first.start()
+        for _ in range(100):  # wait until the first request holds the only session
+            if model.pool.busy:
+                break
+            threading.Event().wait(0.02)
+        r = post(c, image_bytes())
+        release.set()
+        first.join(10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert results == [200]
+        assert 'poseserve_rejected_total{model="hourglass",reason="busy"} 1.0' in c.get("/metrics").text

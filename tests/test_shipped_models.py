@@ -1,0 +1,51 @@
+"""The shipped, trained models: present, intact, served, and as accurate as their manifest says.
+
+Needs the LSP dataset for the accuracy checks (``POSE_DATA_DIR`` or ../shared/datasets);
+those tests are skipped where it is absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from app.registry import load_registry
+from app.settings import DEFAULT_MODEL_DIR, Settings
+from tests.conftest import ARCHITECTURES
+
+DATA = Path(os.environ.get("POSE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+needs_data = pytest.mark.skipif(not (DATA / "lsp" / "joints.mat").exists(), reason="LSP dataset not present")
+MEAN_POSE_PCK = 0.09  # PCK@0.2 of always answering the training set's mean pose (LSP test)
+
+
+def manifest(model_id: str) -> dict:
+    return json.loads((DEFAULT_MODEL_DIR / f"{model_id}.json").read_text())
+
+
+def test_all_five_trained_models_are_shipped_and_load():
+    registry = load_registry(Settings(pool_size=1, intra_op_threads=1))
+    try:
+        assert registry.failed == {}
+        assert sorted(registry.models) == sorted(ARCHITECTURES)
+    finally:
+        registry.close()
+    for model_id in ARCHITECTURES:
+        m = manifest(model_id)
+        assert (DEFAULT_MODEL_DIR / f"{model_id}.onnx").stat().st_size <= 15 * 2**20
+        assert m["training"]["epochs"] >= 1, "shipped weights must be trained"
+        assert m["accuracy"]["pck@0.2"] > MEAN_POSE_PCK
+
+
+@needs_data
+def test_eval_reproduces_the_shipped_accuracy_exactly():
+    pytest.importorskip("scipy")
+    from models.evaluate import evaluate
+
+    model_id = "hourglass"
+    result = evaluate(model_id, data=str(DATA), onnx_path=DEFAULT_MODEL_DIR / f"{model_id}.onnx")
+    recorded = manifest(model_id)["accuracy"]
+    # Same machine kind → identical; another CPU's kernels may flip a rare argmax tie.
+    assert result["pck@0.2"] == pytest.approx(recorded["pck@0.2"], abs=0.002)
+    assert result["per_stage_pck@0.2"] == pytest.approx(recorded["per_stage_pck@0.2"], abs=0.002)
