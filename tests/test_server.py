@@ -1,48 +1,13 @@
 """A real uvicorn server on loopback: HTTP end to end, and graceful shutdown on SIGTERM."""
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
-import pytest
 
 from tests.conftest import image_bytes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(model_dir):
-    port = free_port()
-    env = dict(os.environ, POSE_MODEL_DIR=str(model_dir), POSE_POOL_SIZE="1", POSE_INTRA_OP_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--graceful-timeout", "10"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not become ready: {proc.stdout.read()}")
-    yield url, proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
 
 
 def test_pose_over_real_http(server):

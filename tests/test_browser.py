@@ -1,0 +1,87 @@
+"""The demo page in a real headless Chromium against the real server on loopback.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (the test script installs them where
+it can); skipped with the reason where they are absent.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import image_bytes
+
+webdriver = pytest.importorskip("selenium.webdriver")
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium/chromedriver not installed")
+LSP_PHOTO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lsp" / "images" / "im1003.jpg"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=1300,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def canvas_colour_counts(driver) -> dict[str, int]:
+    """How many canvas pixels carry the skeleton's right (red) / left (green) limb colours."""
+    return driver.execute_script("""
+        const c = document.getElementById('canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let red = 0, green = 0;
+        for (let i = 0; i < d.length; i += 4) {
+          if (d[i] > 200 && d[i+1] < 90 && d[i+2] < 90) red++;
+          if (d[i] < 90 && d[i+1] > 170 && d[i+2] < 120) green++;
+        }
+        return {red, green};""")
+
+
+def test_upload_shows_skeleton_heatmap_and_stages(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, _ = server
+    photo = tmp_path / "photo.jpg"
+    if LSP_PHOTO.exists():
+        photo.write_bytes(LSP_PHOTO.read_bytes())
+    else:
+        photo.write_bytes(image_bytes("JPEG", (240, 320)))
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 6)
+    Select(browser.find_element(By.ID, "model")).select_by_value("hourglass")
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    wait.until(lambda d: d.find_element(By.ID, "run").is_enabled())
+    before = canvas_colour_counts(browser)
+    browser.find_element(By.ID, "run").click()
+    wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-drawn") == "hourglass")
+    after = canvas_colour_counts(browser)
+    assert after["red"] > before["red"] + 20 and after["green"] > before["green"] + 20, (before, after)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#kp tr")) == 15  # header + 14 joints
+    # heatmap overlay for one joint
+    Select(browser.find_element(By.ID, "joint")).select_by_visible_text("head_top")
+    wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-heatmap") == "head_top")
+    # the stage slider covers the hourglass's two stacks
+    slider = browser.find_element(By.ID, "stageSlider")
+    assert slider.get_attribute("max") == "2" and slider.is_enabled()
+    shot = Path(os.environ.get("POSE_SCREENSHOT", tmp_path / "page.png"))
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    # compare all
+    Select(browser.find_element(By.ID, "model")).select_by_value("__all__")
+    browser.find_element(By.ID, "run").click()
+    wait.until(lambda d: d.find_element(By.ID, "compare").get_attribute("data-done") == "5")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#compare figure")) == 5
