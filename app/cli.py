@@ -109,6 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("docs"))
     p.set_defaults(func=lambda a: __import__("models.report", fromlist=["main"]).main(a))
 
+    for name, helptext in (("bench", "latency/throughput benchmark, written as a markdown table"),
+                           ("soak", "drive a real server with concurrent clients; latency, errors, RSS")):
+        p = sub.add_parser(name, help=helptext)
+        if argv[:1] == [name]:
+            module = __import__(f"benchmarks.{name}", fromlist=["main", "add_arguments"])
+            module.add_arguments(p)
+            p.set_defaults(func=module.main)
+
     args = parser.parse_args(argv)
     args.func(args)
 

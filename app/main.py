@@ -23,6 +23,7 @@ from app import pose
 from app.limits import BodySizeLimit
 from app.imaging import CropBox, ImageError, load_rgb, open_image, oriented_size, reopen
 from app.render import draw_skeleton
+from app.memory import limit_malloc_arenas
 from app.metrics import Metrics
 from app.pool import Overloaded
 from app.registry import LoadedModel, Registry, load_registry
@@ -248,4 +249,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+limit_malloc_arenas()
 app = create_app()
