@@ -43,6 +43,15 @@ def _export(args: argparse.Namespace) -> None:
               f"parity={manifest['parity_max_abs_error']:.2e}")
 
 
+def _quantize(args: argparse.Namespace) -> None:
+    from export.quantize import calibration_crops, quantize_int8
+
+    for model_id in (ARCHITECTURES if args.model == "all" else (args.model,)):
+        path = args.onnx_dir / f"{model_id}.onnx"
+        size = json.loads(path.with_suffix(".json").read_text())["input"]["size"]
+        print(quantize_int8(path, calibration_crops(args.cache, size, args.count)))
+
+
 def _eval(args: argparse.Namespace) -> None:
     from models.evaluate import evaluate
 
@@ -90,6 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", type=Path, help="default runs/<model>/checkpoint.pt")
     p.add_argument("--out", type=Path, default=Path("models/onnx"))
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("quantize", help="int8 variant <id>-int8.onnx, calibrated on training crops")
+    p.add_argument("--model", required=True, choices=(*ARCHITECTURES, "all"))
+    p.add_argument("--onnx-dir", type=Path, default=Path("models/onnx"))
+    p.add_argument("--cache", type=Path, default=Path("cache/lsp96.npz"))
+    p.add_argument("--count", type=int, default=256, help="calibration crops")
+    p.set_defaults(func=_quantize)
 
     p = sub.add_parser("eval", help="PCK on the LSP test half (im1001-im2000)")
     p.add_argument("--model", required=True, choices=ARCHITECTURES)

@@ -74,3 +74,31 @@ def test_export_refuses_a_graph_that_breaks_parity(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="differs"):
         export_model("tompson", ckpt, tmp_path)
     assert not (tmp_path / "tompson.json").exists()
+
+
+def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
+    import shutil
+
+    from app.registry import load_registry
+    from app.settings import Settings
+    from export.quantize import quantize_int8
+
+    shutil.copy(model_dir / "cpm.onnx", tmp_path)
+    shutil.copy(model_dir / "cpm.json", tmp_path)
+    crops = np.random.default_rng(0).integers(0, 255, (16, TEST_INPUT, TEST_INPUT, 3), dtype=np.uint8)
+    out = quantize_int8(tmp_path / "cpm.onnx", crops)
+    onnx.checker.check_model(str(out))
+    graph = onnx.load(str(out))
+    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["id"] == "cpm-int8" and manifest["variant"] == "int8" and manifest["accuracy"] is None
+    assert manifest["sha256"] == sha256_file(out)
+    registry = load_registry(Settings(model_dir=tmp_path, pool_size=1, intra_op_threads=1))
+    try:
+        assert sorted(registry.models) == ["cpm", "cpm-int8"] and not registry.failed
+        x = {"image": np.random.default_rng(1).normal(size=(2, 3, TEST_INPUT, TEST_INPUT)).astype(np.float32)}
+        fp32 = registry.models["cpm"].pool.sessions[0].run(None, x)
+        int8 = registry.models["cpm-int8"].pool.sessions[0].run(None, x)
+        assert [a.shape for a in fp32] == [b.shape for b in int8]
+    finally:
+        registry.close()
