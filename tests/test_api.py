@@ -262,3 +262,22 @@ def test_busy_server_answers_503_with_retry_after(model_dir):
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert results == [200]
         assert 'poseserve_rejected_total{model="hourglass",reason="busy"} 1.0' in c.get("/metrics").text
+
+
+def test_an_unexpected_error_is_a_generic_500_without_a_trace(model_dir, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from app import pose as pose_module
+    from app.main import create_app
+    from app.settings import Settings
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(pose_module, "keypoints", broken)
+    with TestClient(create_app(Settings(model_dir=model_dir, pool_size=1, intra_op_threads=1)),
+                    raise_server_exceptions=False) as c:
+        r = post(c, image_bytes())
+    assert r.status_code == 500
+    assert "secret" not in r.text and "Traceback" not in r.text
+    assert r.json()["detail"].startswith("internal error (request id ")
