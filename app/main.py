@@ -156,6 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     BBOX = Annotated[str | None, Query(
         description="person box 'x,y,w,h' in image pixels; default: the whole image", max_length=200)]
     IMAGE = Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF")]
+    STAGES = Annotated[bool, Query(description="also return the keypoints after every "
+                                               "stage/stack/iteration")]
 
     @app.post("/pose", response_model=PoseResponse, responses=ERRORS,
               summary="Estimate the pose of one person in an image")
@@ -165,8 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bbox: BBOX = None,
         heatmaps: Annotated[Literal["png", "array", "none"], Query(
             description="png: one 8-bit PNG per joint; array: floats; none: omit")] = "png",
-        stages: Annotated[bool, Query(
-            description="also return the keypoints after every stage/stack/iteration")] = False,
+        stages: STAGES = False,
     ) -> PoseResponse:
         t0 = time.perf_counter()
         return await run_pose(m, await read_upload(image), bbox, heatmaps, stages, t0)
@@ -177,7 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         image: IMAGE,
         reg: Annotated[Registry, Depends(registry)],
         bbox: BBOX = None,
-        stages: Annotated[bool, Query(description="include every stage's keypoints")] = False,
+        stages: STAGES = False,
     ) -> CompareResponse:
         t0 = time.perf_counter()
         upload = await read_upload(image)
