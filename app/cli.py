@@ -38,7 +38,7 @@ def _export(args: argparse.Namespace) -> None:
     ids = ARCHITECTURES if args.model == "all" else (args.model,)
     for model_id in ids:
         checkpoint = args.checkpoint or Path("runs") / model_id / "checkpoint.pt"
-        manifest = export_checkpoint(model_id, checkpoint, args.out)
+        manifest = export_checkpoint(model_id, checkpoint, args.out, flip_test=args.flip_test)
         print(f"{model_id}: {args.out / manifest['onnx']} params={manifest['params']} "
               f"parity={manifest['parity_max_abs_error']:.2e}")
 
@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", required=True, choices=(*ARCHITECTURES, "all"))
     p.add_argument("--checkpoint", type=Path, help="default runs/<model>/checkpoint.pt")
     p.add_argument("--out", type=Path, default=Path("models/onnx"))
+    p.add_argument("--flip-test", action="store_true",
+                   help="average with the mirrored image's prediction (2x the compute)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("quantize", help="int8 variant <id>-int8.onnx, calibrated on training crops")

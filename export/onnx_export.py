@@ -81,13 +81,13 @@ def describe_outputs(model: nn.Module, input_size: int) -> dict[str, dict]:
             for name, out in zip(output_names(model.output_kind), outs)}
 
 
-def export_onnx(model: nn.Module, path: Path, input_size: int) -> None:
+def export_onnx(model: nn.Module, path: Path, input_size: int, flip_test: bool = False) -> None:
     """Write the inference graph with a dynamic batch axis and named inputs/outputs."""
     names = output_names(model.output_kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(InferenceGraph(model).eval(),
+        torch.onnx.export(InferenceGraph(model, flip_test).eval(),
                           (torch.zeros(1, 3, input_size, input_size),), str(path),
                           input_names=["image"], output_names=names,
                           dynamic_axes={n: {0: "batch"} for n in ["image", *names]},
@@ -95,7 +95,7 @@ def export_onnx(model: nn.Module, path: Path, input_size: int) -> None:
 
 
 def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[int, ...] = (1, 4),
-                 seed: int = 0) -> float:
+                 seed: int = 0, flip_test: bool = False) -> float:
     """Max abs difference between ONNX Runtime and PyTorch eval outputs.
 
     Continuous outputs (heatmaps, regressed coordinates) are compared directly. Decoded
@@ -108,7 +108,7 @@ def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[i
     onnx.checker.check_model(str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = output_names(model.output_kind)
-    graph = InferenceGraph(model).eval()
+    graph = InferenceGraph(model, flip_test).eval()
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     for n in batches:
@@ -132,7 +132,7 @@ def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[i
 
 
 def build_manifest(model_id: str, ckpt: Checkpoint, onnx_path: Path, parity: float,
-                   accuracy: dict | None = None) -> dict:
+                   accuracy: dict | None = None, flip_test: bool = False) -> dict:
     model, size = ckpt.model, ckpt.config["input_size"]
     stride = getattr(model, "stride", HEATMAP_STRIDE)
     outputs = describe_outputs(model, size)
@@ -144,7 +144,8 @@ def build_manifest(model_id: str, ckpt: Checkpoint, onnx_path: Path, parity: flo
         "sha256": sha256_file(onnx_path),
         "opset": OPSET,
         "params": sum(p.numel() for p in model.parameters()),
-        "flops": count_flops(model, size),
+        "flops": count_flops(model, size) * (2 if flip_test else 1),
+        "flip_test": flip_test,
         "input": {"name": "image", "shape": ["batch", 3, size, size], "size": size,
                   "layout": "NCHW", "color": "RGB", "scale": "pixel / 255",
                   "mean": list(ckpt.mean), "std": list(ckpt.std),
@@ -169,20 +170,21 @@ def build_manifest(model_id: str, ckpt: Checkpoint, onnx_path: Path, parity: flo
 
 
 def export_checkpoint(model_id: str, checkpoint: Path, out_dir: Path,
-                      accuracy: dict | None = None) -> dict:
+                      accuracy: dict | None = None, flip_test: bool = False) -> dict:
     """The ``poseserve export`` command: checkpoint → ``<id>.onnx`` + ``<id>.json``."""
-    return export_model(model_id, load_checkpoint(checkpoint), out_dir, accuracy)
+    return export_model(model_id, load_checkpoint(checkpoint), out_dir, accuracy, flip_test)
 
 
-def export_model(model_id: str, ckpt: Checkpoint, out_dir: Path, accuracy: dict | None = None) -> dict:
+def export_model(model_id: str, ckpt: Checkpoint, out_dir: Path, accuracy: dict | None = None,
+                 flip_test: bool = False) -> dict:
     """Export, check parity (raises above ``PARITY_TOLERANCE``), write the manifest."""
     size = ckpt.config["input_size"]
     onnx_path = out_dir / f"{model_id}.onnx"
-    export_onnx(ckpt.model, onnx_path, size)
-    parity = check_parity(ckpt.model, onnx_path, size)
+    export_onnx(ckpt.model, onnx_path, size, flip_test)
+    parity = check_parity(ckpt.model, onnx_path, size, flip_test=flip_test)
     if parity > PARITY_TOLERANCE:
         raise AssertionError(f"{model_id}: ONNX differs from PyTorch by {parity:.2e}")
-    manifest = build_manifest(model_id, ckpt, onnx_path, parity, accuracy)
+    manifest = build_manifest(model_id, ckpt, onnx_path, parity, accuracy, flip_test)
     write_manifest(out_dir / f"{model_id}.json", manifest)
     return manifest
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from models.heatmaps import decode_heatmaps, render_gaussians
+from models.keypoints import FLIP_PERMUTATION
 
 HEATMAP_STRIDE = 4
 RENDER_SIGMA = 1.0  # heatmap cells, the training targets' width
@@ -30,14 +31,33 @@ def output_names(output_kind: str) -> list[str]:
     return ["keypoints", "stage_keypoints", "heatmaps"]
 
 
+def flip_back(stage: torch.Tensor, output_kind: str) -> torch.Tensor:
+    """Map a prediction made on the mirrored image back onto the original.
+
+    Mirroring swaps the person's sides, so joint i of the mirrored prediction is joint
+    FLIP_PERMUTATION[i] of the original (the same table augmentation uses).
+    """
+    perm = list(FLIP_PERMUTATION)
+    if output_kind == "heatmaps":
+        return stage.flip(-1)[:, perm]
+    mirrored = torch.stack([1 - stage[..., 0], stage[..., 1]], -1)
+    return mirrored[:, perm]
+
+
 class InferenceGraph(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    """``flip_test``: also run the mirrored image and average (the usual test-time flip)."""
+
+    def __init__(self, model: nn.Module, flip_test: bool = False) -> None:
         super().__init__()
         self.model = model
         self.output_kind: str = model.output_kind
+        self.flip_test = flip_test
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         stages = self.model(image)
+        if self.flip_test:
+            mirrored = self.model(image.flip(-1))
+            stages = [(a + flip_back(b, self.output_kind)) / 2 for a, b in zip(stages, mirrored)]
         if self.output_kind == "coordinates":
             side = image.shape[-1] // HEATMAP_STRIDE
             rendered = render_gaussians(stages[-1], side, side, RENDER_SIGMA)

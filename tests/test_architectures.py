@@ -149,3 +149,27 @@ def test_ief_starts_from_its_mean_pose():
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(KeyError, match="unknown architecture"):
         build_model("alexnet")
+
+
+@pytest.mark.parametrize("name", ["hourglass", "ief"])
+def test_flip_test_prediction_is_mirror_symmetric(name):
+    """Averaging with the mirrored image's flipped-back prediction makes the result
+    equivariant: the mirrored photo gets exactly the mirrored pose."""
+    from models.inference import flip_back
+
+    graph = InferenceGraph(tiny_model(name), flip_test=True).eval()
+    x = torch.randn(2, 3, TEST_INPUT, TEST_INPUT)
+    with torch.no_grad():
+        a, b = graph(x), graph(x.flip(-1))
+    i = 3 if name == "hourglass" else 2  # the heatmaps output
+    assert torch.allclose(a[i], flip_back(b[i], "heatmaps"), atol=1e-5)
+    if name == "ief":
+        assert torch.allclose(a[0], flip_back(b[0], "coordinates"), atol=1e-5)
+
+
+def test_flip_test_graph_exports_with_parity(tmp_path):
+    from export.onnx_export import check_parity, export_onnx
+
+    model = tiny_model("cpm")
+    export_onnx(model, tmp_path / "cpm.onnx", TEST_INPUT, flip_test=True)
+    assert check_parity(model, tmp_path / "cpm.onnx", TEST_INPUT, flip_test=True) < 1e-4
