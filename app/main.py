@@ -125,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(exc.status, exc.detail) from None
         t2 = time.perf_counter()
         try:
-            outputs, _ = await m.pool.run({"image": batch}, settings.inference_timeout_s)
+            outputs, _ = await m.runner.run({"image": batch}, settings.inference_timeout_s)
         except Overloaded as exc:
             metrics.rejected.labels(m.id, "busy").inc()
             raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": "1"}) from None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.batching import MicroBatcher
 from app.pool import SessionPool
 from app.settings import Settings
 
@@ -33,6 +34,12 @@ class LoadedModel:
     manifest: dict
     pool: SessionPool
     output_names: list[str]
+    batcher: MicroBatcher | None = None
+
+    @property
+    def runner(self) -> SessionPool | MicroBatcher:
+        """What requests go through: the micro-batcher when enabled, else the pool."""
+        return self.batcher or self.pool
 
     @property
     def input_size(self) -> int:
@@ -50,7 +57,7 @@ class Registry:
 
     def close(self) -> None:
         for m in self.models.values():
-            m.pool.close()
+            m.runner.close()
 
 
 def choose_providers(device: str) -> list[str]:
@@ -107,9 +114,11 @@ def load_model(manifest_path: Path, settings: Settings) -> LoadedModel:
     for s in sessions:  # first run allocates buffers and picks kernels: do it before traffic
         s.run(None, warm)
     pool = SessionPool(sessions, settings.max_queue, settings.queue_timeout_s)
-    log.info("loaded %s: %d session(s) x %d thread(s) on %s", manifest["id"], pool_size, threads,
-             pool.providers)
-    return LoadedModel(manifest["id"], manifest, pool, names)
+    batcher = (MicroBatcher(pool, settings.micro_batch, settings.micro_batch_wait_ms, settings.max_queue)
+               if settings.micro_batch > 1 else None)
+    log.info("loaded %s: %d session(s) x %d thread(s) on %s%s", manifest["id"], pool_size, threads,
+             pool.providers, f", micro-batches of <= {settings.micro_batch}" if batcher else "")
+    return LoadedModel(manifest["id"], manifest, pool, names, batcher)
 
 
 def load_registry(settings: Settings) -> Registry:

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     inference_timeout_s: float = Field(30.0, gt=0, description="longest a request may take once running")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="upload size limit")
     max_pixels: int = Field(40_000_000, gt=0, description="image pixel limit, checked before decoding")
+    micro_batch: int = Field(0, ge=0, le=64, description="max requests per batched run; 0 or 1 = off")
+    micro_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long a batch waits to fill")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto: CUDA if available")
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty = CORS off")
 

@@ -87,10 +87,10 @@ def free_port() -> int:
 class Server:
     """The real service in a subprocess on loopback, one session of ``threads`` threads per model."""
 
-    def __init__(self, model_dir: Path, threads: int) -> None:
+    def __init__(self, model_dir: Path, threads: int, **extra_env: str) -> None:
         self.port = free_port()
         env = dict(os.environ, POSE_MODEL_DIR=str(model_dir), POSE_POOL_SIZE="1",
-                   POSE_INTRA_OP_THREADS=str(threads), POSE_MAX_QUEUE="64")
+                   POSE_INTRA_OP_THREADS=str(threads), POSE_MAX_QUEUE="64", **extra_env)
         self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
                                       "--port", str(self.port)], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -184,6 +184,11 @@ def main(args: argparse.Namespace) -> None:
             conc = [(c, throughput(server.url, image, default, c, args.seconds)) for c in (1, 2, 4, 8)]
     finally:
         server.close()
+    batched = Server(model_dir, threads, POSE_MICRO_BATCH="8", POSE_MICRO_BATCH_WAIT_MS="2")
+    try:
+        conc_batched = [(c, throughput(batched.url, image, default, c, args.seconds)) for c in (1, 2, 4, 8)]
+    finally:
+        batched.close()
     lines = [f"# Benchmarks ({dt.date.today().isoformat()})", "",
              f"Measured by `python -m benchmarks.bench` in one run on {platform.machine()}, "
              f"{os.cpu_count()} cores, onnxruntime CPU provider, {threads} intra-op thread(s); "
@@ -204,6 +209,9 @@ def main(args: argparse.Namespace) -> None:
     lines += ["", f"## Throughput vs concurrent clients ({default}, heatmaps=none, {args.seconds:.0f} s each)", "",
               "| clients | req/s | ÷ 1 client |", "|---|---|---|"]
     lines += [f"| {c} | {rps:.1f} | {rps / conc[0][1]:.2f}× |" for c, rps in conc]
+    lines += ["", "## Micro-batching (POSE_MICRO_BATCH=8, 2 ms window) vs off, same model", "",
+              "| clients | req/s off | req/s on | on ÷ off |", "|---|---|---|---|"]
+    lines += [f"| {c} | {a:.1f} | {b:.1f} | {b / a:.2f}× |" for (c, a), (_, b) in zip(conc, conc_batched)]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
