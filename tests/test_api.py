@@ -281,3 +281,18 @@ def test_an_unexpected_error_is_a_generic_500_without_a_trace(model_dir, monkeyp
     assert r.status_code == 500
     assert "secret" not in r.text and "Traceback" not in r.text
     assert r.json()["detail"].startswith("internal error (request id ")
+
+
+def test_cors_can_be_enabled_for_listed_origins(model_dir):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    app = create_app(Settings(model_dir=model_dir, pool_size=1, intra_op_threads=1,
+                              cors_origins=["https://ui.example"]))
+    with TestClient(app) as c:
+        ok = c.options("/pose", headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "POST"})
+        other = c.options("/pose", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert ok.headers["access-control-allow-origin"] == "https://ui.example"
+    assert "access-control-allow-origin" not in other.headers

@@ -117,3 +117,21 @@ def test_pck_counts_against_torso_size():
     mean, per_joint = pck_summary(pred, gt, np.ones((1, 14), bool), 0.2)
     assert per_joint[0] == 1 and per_joint[1] == 0
     assert mean == pytest.approx(13 / 14)
+
+
+def test_eval_runs_onnx_and_checkpoint_through_the_same_pipeline(fake_datasets, model_dir, tmp_path):
+    """`poseserve eval` on an ONNX file and on the checkpoint it came from agree."""
+    from models.evaluate import evaluate
+    from models.train import MEAN as M, STD as S
+    from tests.conftest import TEST_INPUT, tiny_model
+
+    root, _, _ = fake_datasets
+    model = tiny_model("cpm")
+    torch.save({"model": model.state_dict(), "optimizer": {}, "mean": M, "std": S, "state": {},
+                "config": {"model": "cpm", "input_size": TEST_INPUT, "width": 4}}, tmp_path / "c.pt")
+    a = evaluate("cpm", data=str(root), onnx_path=model_dir / "cpm.onnx", limit=40)
+    b = evaluate("cpm", data=str(root), checkpoint=tmp_path / "c.pt", limit=40)
+    assert a["dataset"].startswith("LSP test im1001-im1040 (40 images")
+    assert len(a["per_stage_pck@0.2"]) == 3 and len(a["per_joint_pck@0.2"]) == 14
+    assert a["pck@0.2"] == pytest.approx(b["pck@0.2"], abs=0.03)
+    assert a["pck_curve"]["pck"][0] <= a["pck@0.1"] <= a["pck@0.2"] <= a["pck_curve"]["pck"][-1]
