@@ -125,13 +125,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=Path, default=Path("runs"))
     p.add_argument("--data", help="datasets folder")
     p.add_argument("--out", type=Path, default=Path("docs"))
+    p.add_argument("--limit", type=int, default=0, help="only the first N test images (smoke runs)")
     p.set_defaults(func=lambda a: __import__("models.report", fromlist=["main"]).main(a))
 
-    for name, helptext in (("bench", "latency/throughput benchmark, written as a markdown table"),
-                           ("soak", "drive a real server with concurrent clients; latency, errors, RSS")):
+    for name, module_name, helptext in (
+            ("bench", "benchmarks.bench", "latency/throughput benchmark, written as a markdown table"),
+            ("soak", "benchmarks.soak", "drive a real server with concurrent clients; latency, errors, RSS"),
+            ("release", "export.release", "checkpoints → shipped ONNX + manifests + report + int8 decisions")):
         p = sub.add_parser(name, help=helptext)
         if argv[:1] == [name]:
-            module = __import__(f"benchmarks.{name}", fromlist=["main", "add_arguments"])
+            module = __import__(module_name, fromlist=["main", "add_arguments"])
             module.add_arguments(p)
             p.set_defaults(func=module.main)
 

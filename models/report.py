@@ -164,7 +164,7 @@ def main(args: argparse.Namespace) -> None:
         path = args.onnx_dir / f"{m}.onnx"
         if not path.exists():
             continue
-        r = evaluate(m, data=args.data, onnx_path=path)
+        r = evaluate(m, data=args.data, onnx_path=path, limit=getattr(args, "limit", 0))
         results[m] = r
         manifest_path = path.with_suffix(".json")
         manifests[m] = json.loads(manifest_path.read_text())
