@@ -162,8 +162,9 @@ def build_manifest(model_id: str, ckpt: Checkpoint, onnx_path: Path, parity: flo
         "flip_permutation": list(FLIP_PERMUTATION),
         "parity_max_abs_error": parity,
         "training": {"data": "LSP im0001-im1000 + LSPET (last 300 held out for validation)",
-                     **{k: ckpt.config[k] for k in ("width", "batch", "lr", "minutes") if k in ckpt.config},
+                     **{k: ckpt.config[k] for k in ("width", "batch", "lr", "minutes", "cache") if k in ckpt.config},
                      "epochs": ckpt.state.get("epoch"),
+                     "steps": ckpt.state.get("step"),
                      "train_minutes": round(ckpt.state.get("elapsed", 0) / 60, 1)},
         "accuracy": accuracy,
     }

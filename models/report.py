@@ -24,16 +24,18 @@ from models.keypoints import KEYPOINT_NAMES, SKELETON
 
 ORDER = ("deeppose", "tompson", "cpm", "ief", "hourglass")
 TARGETS = {"hourglass": 0.80, "cpm": 0.75, "tompson": 0.65, "ief": 0.60, "deeppose": 0.50}
-# Published LSP PCK@0.2 figures as the literature reports them, for context only: the
-# papers used larger inputs, ImageNet pre-training (DeepPose, IEF), far longer training
-# and, for some, extra data (CPM's 90.5 adds MPII). DeepPose reported PCP/PDJ rather
-# than PCK@0.2, and Newell et al. evaluated on FLIC and MPII, not LSP.
+# Published figures, for context only. They are quoted from memory of the papers and of
+# later papers' comparison tables and were NOT re-checked in the session that wrote this
+# (no copy of the papers' tables was at hand): treat them as approximate. The papers used
+# larger inputs, ImageNet pre-training (DeepPose, IEF), far longer training and, for some,
+# extra data (CPM's 0.905 adds MPII). DeepPose reported PCP/PDJ rather than PCK@0.2, and
+# Newell et al. evaluated on FLIC and MPII, not LSP.
 PUBLISHED = {
-    "deeppose": "no PCK@0.2 in the paper (LSP PCP 0.61)",
-    "tompson": "≈0.66 (as tabulated by later LSP papers)",
-    "cpm": "0.843 LSP only; 0.905 with MPII (Wei et al., Table 2)",
-    "ief": "≈0.72 (as tabulated by later LSP papers)",
-    "hourglass": "not reported on LSP (MPII PCKh@0.5 0.909)",
+    "deeppose": "no PCK@0.2 in the paper; LSP PCP ≈0.61",
+    "tompson": "≈0.66 (later papers' LSP tables)",
+    "cpm": "≈0.84 LSP only; ≈0.905 with MPII",
+    "ief": "≈0.72 (later papers' LSP tables)",
+    "hourglass": "not reported on LSP (MPII PCKh@0.5 ≈0.909)",
 }
 
 
@@ -131,16 +133,20 @@ def write_markdown(results: dict[str, dict], manifests: dict[str, dict], out: Pa
              "tested on the 1000 LSP test photos at original resolution, each cropped around its",
              "ground-truth person box exactly as `POST /pose?bbox=…` crops; PCK with the torso",
              "(left shoulder ↔ right hip) as reference length.", "",
-             "| model | params | GFLOPs | input | PCK@0.2 | PCK@0.1 | PCK@0.2 per stage | target | epochs | train time | published (LSP PCK@0.2) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | params | GFLOPs | input | PCK@0.2 | PCK@0.1 | PCK@0.2 per stage | target | epochs | train time | train img/s | published LSP PCK@0.2 (approx., see note) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, r in results.items():
         man = manifests[m]
         t = man.get("training", {})
         stages = " → ".join(f"{v:.3f}" for v in r["per_stage_pck@0.2"])
+        speed = (f"{t['steps'] * t['batch'] / (t['train_minutes'] * 60):.0f}"
+                 if t.get("steps") and t.get("batch") and t.get("train_minutes") else "?")
         lines.append(f"| {m} | {man['params'] / 1e6:.2f} M | {man['flops'] / 1e9:.3f} | {man['input']['size']}² | "
                      f"**{r['pck@0.2']:.3f}** | {r['pck@0.1']:.3f} | {stages} | {TARGETS[m]:.2f} | "
-                     f"{t.get('epochs', '?')} | {t.get('train_minutes', '?')} min | {PUBLISHED[m]} |")
-    lines += ["", "Per-stage columns: DeepPose = stage 1, cascade stage 2; CPM = stages 1–3; IEF =",
+                     f"{t.get('epochs', '?')} | {t.get('train_minutes', '?')} min | {speed} | {PUBLISHED[m]} |")
+    lines += ["", "Published figures are quoted from memory of the papers and later comparison tables,",
+              "not re-checked against the papers in this session: approximate context, not measurements.",
+              "", "Per-stage columns: DeepPose = stage 1, cascade stage 2; CPM = stages 1–3; IEF =",
               "mean pose y0, then after each of the 3 corrections; hourglass = stack 1, stack 2.", "",
               "## Per joint (PCK@0.2)", "",
               "| joint | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
@@ -151,7 +157,8 @@ def write_markdown(results: dict[str, dict], manifests: dict[str, dict], out: Pa
               "![examples](examples.png)", "",
               f"Hardware for training and this evaluation: {platform.machine()} CPU, 2 cores "
               f"(`{platform.processor() or platform.machine()}`), no GPU; all five models trained at",
-              "the same time, one thread each, so each had roughly 0.4 of a core.", ""]
+              "the same time, one thread each, so each had roughly 0.4 of a core; 'flip' GFLOPs count",
+              "both passes where the graph averages with the mirrored image (manifest `flip_test`).", ""]
     (out / "accuracy.md").write_text("\n".join(lines) + (out / "accuracy_notes.md").read_text()
                                      if (out / "accuracy_notes.md").exists() else "\n".join(lines))
 
