@@ -72,7 +72,11 @@ def torch_latency(manifest: dict, threads: int, n: int) -> float | None:
     torch.set_num_threads(threads)
     width = manifest.get("training", {}).get("width")
     kwargs = {"width": width} if width else {}
-    model = build_model(manifest["id"], input_size=manifest["input"]["size"], **kwargs).eval()
+    from models.inference import InferenceGraph
+
+    arch = manifest.get("base_model", manifest["id"])  # int8 variants: the fp32 architecture
+    model = InferenceGraph(build_model(arch, input_size=manifest["input"]["size"], **kwargs),
+                           flip_test=bool(manifest.get("flip_test"))).eval()
     x = torch.zeros(1, 3, manifest["input"]["size"], manifest["input"]["size"])
     with torch.inference_mode():
         return percentile(timed(lambda: model(x), n), 50)
