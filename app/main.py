@@ -8,7 +8,6 @@ so /docs shows the exact contract.
 import io
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,23 +17,44 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from app import pose
-from app.limits import BodySizeLimit
 from app.imaging import CropBox, ImageError, load_rgb, open_image, oriented_size, reopen
-from app.render import draw_skeleton
+from app.limits import BodySizeLimit
 from app.memory import limit_malloc_arenas
 from app.metrics import Metrics
+from app.observability import RequestObserver
 from app.pool import Overloaded
 from app.registry import LoadedModel, Registry, load_registry
-from app.schemas import (CompareResponse, ErrorResponse, ModelInfo, ModelsResponse, PoseResponse,
-                         ReadyResponse, Timing)
+from app.render import draw_skeleton
+from app.schemas import (
+    CompareResponse,
+    ErrorResponse,
+    ModelInfo,
+    ModelsResponse,
+    PoseResponse,
+    ReadyResponse,
+    Timing,
+)
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("poseserve")
 STATIC = Path(__file__).parent / "static"
 ACCEPTED_CONTENT_TYPES = ("image/", "application/octet-stream")
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
+
+
+def json_response(body: BaseModel) -> Response:
+    """Serialise once, in pydantic-core. Returning the model would make FastAPI validate it
+    again against ``response_model`` first, a cost paid on every request for nothing: the
+    model was built by our own code from typed fields. /docs still shows ``response_model``.
+    """
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 2)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,32 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(RequestObserver, metrics=metrics)  # added last = outermost: sees every answer
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        """Request id, access log line and request metrics for every call."""
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        request.state.request_id = request_id
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # never leak a stack trace to the client
-            log.exception("request %s failed", request_id)
-            response = JSONResponse({"detail": f"internal error (request id {request_id})"}, 500)
-        elapsed = time.perf_counter() - start
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(elapsed)
-        response.headers["x-request-id"] = request_id
-        log.info("%s %s %s %d %.1fms", request_id, request.method, request.url.path,
-                 response.status_code, elapsed * 1000)
-        return response
-
-    def registry(request: Request) -> Registry:
+    # Dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``
+    # dependency on a worker thread, two thread hops per request for a dict lookup.
+    async def registry(request: Request) -> Registry:
         return request.app.state.registry
 
-    def selected_model(reg: Annotated[Registry, Depends(registry)],
+    async def selected_model(reg: Annotated[Registry, Depends(registry)],
                        model: Annotated[str | None, Query(
                            description="architecture id from GET /models; default from "
                                        "POSE_DEFAULT_MODEL", max_length=64)] = None) -> LoadedModel:
@@ -90,6 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return reg.models[name]
         if name in reg.failed:
             raise HTTPException(503, f"model {name!r} is unavailable: {reg.failed[name]}")
+        if name in reg.skipped:
+            raise HTTPException(404, f"model {name!r} is not served here: {reg.skipped[name]}; "
+                                     f"available: {sorted(reg.models)}")
         raise HTTPException(404, f"unknown model {name!r}; available: {sorted(reg.models)}")
 
     async def read_upload(image: UploadFile) -> tuple[bytes, tuple[int, int]]:
@@ -119,13 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data, (width, height) = upload
         box = person_crop(m, (width, height), bbox)
         t1 = time.perf_counter()
-        try:
-            batch = await run_in_threadpool(pose.preprocess, m, data, box)
+        try:  # the pixels are decoded on the session's worker thread, right before inference
+            outputs, prepare_s, infer_s = await m.runner.run(
+                lambda: {"image": pose.preprocess(m, data, box)}, settings.inference_timeout_s)
         except ImageError as exc:
             raise HTTPException(exc.status, exc.detail) from None
-        t2 = time.perf_counter()
-        try:
-            outputs, _ = await m.runner.run({"image": batch}, settings.inference_timeout_s)
         except Overloaded as exc:
             metrics.rejected.labels(m.id, "busy").inc()
             raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": "1"}) from None
@@ -133,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.rejected.labels(m.id, "timeout").inc()
             raise HTTPException(503, "inference timed out", headers={"Retry-After": "5"}) from None
         t3 = time.perf_counter()
-        metrics.inference.labels(m.id).observe(t3 - t2)
+        metrics.inference.labels(m.id).observe(infer_s)
         out = dict(zip(m.output_names, outputs))
         scores = out["scores"][0] if "scores" in out else None
         response = PoseResponse(
@@ -147,10 +150,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if stages:
             response.stages = pose.stage_keypoints(m, out["stage_keypoints"][0], box)
         t4 = time.perf_counter()
-        # "decode" = upload read + header checks; "preprocess" = pixel decode, crop, normalise.
-        response.timing_ms = Timing(decode=round((t1 - t0) * 1e3, 2), preprocess=round((t2 - t1) * 1e3, 2),
-                                    inference=round((t3 - t2) * 1e3, 2),
-                                    postprocess=round((t4 - t3) * 1e3, 2), total=round((t4 - t0) * 1e3, 2))
+        # decode = upload read + header checks; preprocess = pixel decode, crop, normalise;
+        # inference = waiting for a session + the run.
+        response.timing_ms = Timing(decode=_ms(t1 - t0), preprocess=_ms(prepare_s),
+                                    inference=_ms(t3 - t1 - prepare_s), postprocess=_ms(t4 - t3),
+                                    total=_ms(t4 - t0))
         return response
 
     BBOX = Annotated[str | None, Query(
@@ -168,9 +172,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         heatmaps: Annotated[Literal["png", "array", "none"], Query(
             description="png: one 8-bit PNG per joint; array: floats; none: omit")] = "png",
         stages: STAGES = False,
-    ) -> PoseResponse:
+    ) -> Response:
         t0 = time.perf_counter()
-        return await run_pose(m, await read_upload(image), bbox, heatmaps, stages, t0)
+        return json_response(await run_pose(m, await read_upload(image), bbox, heatmaps, stages, t0))
 
     @app.post("/pose/compare", response_model=CompareResponse, responses=ERRORS,
               summary="Run every served architecture on one image, side by side")
@@ -179,14 +183,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reg: Annotated[Registry, Depends(registry)],
         bbox: BBOX = None,
         stages: STAGES = False,
-    ) -> CompareResponse:
+    ) -> Response:
         t0 = time.perf_counter()
         upload = await read_upload(image)
         results = [await run_pose(m, upload, bbox, "none", stages, time.perf_counter())
                    for m in reg.models.values()]
         width, height = upload[1]
-        return CompareResponse(image={"width": width, "height": height}, results=results,
-                               total_ms=round((time.perf_counter() - t0) * 1e3, 2))
+        return json_response(CompareResponse(image={"width": width, "height": height}, results=results,
+                                             total_ms=round((time.perf_counter() - t0) * 1e3, 2)))
 
     @app.post("/pose/render", response_class=Response, responses={
         200: {"content": {"image/png": {}}, "description": "the image with the skeleton drawn"},
@@ -220,7 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 input_size=m.input_size, output_kind=man["output_kind"], stages=man.get("stages"),
                 keypoints=man["keypoints"], skeleton=man["skeleton"], params=man.get("params"),
                 flops=man.get("flops"), accuracy=man.get("accuracy"), providers=m.pool.providers))
-        return ModelsResponse(models=infos, unavailable=reg.failed)
+        return ModelsResponse(models=infos, unavailable=reg.failed, skipped=reg.skipped)
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -5,6 +5,11 @@ missing, corrupt, fails its sha256, or whose graph does not match its manifest i
 *not served*: it is logged, listed with its error under ``/models`` → ``unavailable``
 and in ``/readyz`` (which then answers 503), and requests for it get 503. The other
 models serve normally. No half-loaded model is ever reachable.
+
+A model whose manifest names a ``requires_provider`` that this server does not run
+(the fp16 variants: CUDA only) is *skipped*, not failed: it is listed under
+``/models`` → ``skipped`` with the reason, requests for it get 404 saying why, and
+readiness is unaffected — the same model directory serves a CPU and a GPU host.
 """
 from __future__ import annotations
 
@@ -26,6 +31,10 @@ REQUIRED_MANIFEST_KEYS = ("id", "sha256", "input", "output_kind", "outputs", "ke
 
 class ModelLoadError(Exception):
     pass
+
+
+class ModelSkipped(Exception):
+    """A sound model this server does not serve (it needs a provider we do not run)."""
 
 
 @dataclass
@@ -54,6 +63,7 @@ class LoadedModel:
 class Registry:
     models: dict[str, LoadedModel] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def close(self) -> None:
         for m in self.models.values():
@@ -92,12 +102,16 @@ def load_model(manifest_path: Path, settings: Settings) -> LoadedModel:
         raise ModelLoadError(f"missing ONNX file {onnx_path.name}")
     if _sha256(onnx_path) != manifest["sha256"]:
         raise ModelLoadError(f"{onnx_path.name} does not match the sha256 in its manifest")
+    providers = choose_providers(settings.device)
+    required = manifest.get("requires_provider")
+    if required and required not in providers:
+        raise ModelSkipped(f"{manifest.get('variant', 'this')} variant is served only with {required}; "
+                           f"this server runs {providers}")
     pool_size, threads = settings.threads_and_pool()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = choose_providers(settings.device)
     try:
         sessions = [ort.InferenceSession(str(onnx_path), options, providers=providers)
                     for _ in range(pool_size)]
@@ -136,6 +150,9 @@ def load_registry(settings: Settings) -> Registry:
             if model.id != path.stem:
                 raise ModelLoadError(f"manifest id {model.id!r} != file name {path.stem!r}")
             registry.models[model.id] = model
+        except ModelSkipped as exc:
+            log.info("model %s skipped: %s", path.stem, exc)
+            registry.skipped[path.stem] = str(exc)
         except ModelLoadError as exc:
             log.error("model %s unavailable: %s", path.stem, exc)
             registry.failed[path.stem] = str(exc)

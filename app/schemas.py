@@ -83,6 +83,9 @@ class ModelInfo(BaseModel):
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
     unavailable: dict[str, str] = Field(default_factory=dict, description="id → load error")
+    skipped: dict[str, str] = Field(
+        default_factory=dict, description="id → why this server does not serve it, e.g. an fp16 "
+                                          "variant that needs the CUDA provider on a CPU-only server")
 
 
 class ReadyResponse(BaseModel):

@@ -48,7 +48,12 @@ def calibration_crops(cache: Path, size: int, count: int = 256, seed: int = 0) -
 
 def quantize_int8(onnx_path: Path, crops: np.ndarray) -> Path:
     """Write ``<id>-int8.onnx`` and its manifest next to ``onnx_path``; returns the new path."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     manifest = json.loads(onnx_path.with_suffix(".json").read_text())

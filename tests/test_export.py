@@ -9,11 +9,18 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from export.onnx_export import (OPSET, PARITY_TOLERANCE, Checkpoint, check_parity, export_model,  # noqa: E402
-                                load_checkpoint, sha256_file)
-from models.keypoints import KEYPOINT_NAMES  # noqa: E402
-from models.train import MEAN, STD  # noqa: E402
-from tests.conftest import ARCHITECTURES, TEST_INPUT, tiny_model  # noqa: E402
+from export.onnx_export import (
+    OPSET,
+    PARITY_TOLERANCE,
+    Checkpoint,
+    check_parity,
+    export_model,
+    load_checkpoint,
+    sha256_file,
+)
+from models.keypoints import KEYPOINT_NAMES
+from models.train import MEAN, STD
+from tests.conftest import ARCHITECTURES, TEST_INPUT, tiny_model
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -102,3 +109,23 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
         assert [a.shape for a in fp32] == [b.shape for b in int8]
     finally:
         registry.close()
+
+
+@pytest.mark.parametrize("name", ["hourglass", "ief"])  # a heatmap model, and IEF's feedback loop
+def test_fp16_variant_runs_the_network_in_half_and_keeps_float32_io(tmp_path, name):
+    from export.onnx_export import FP16_PARITY_TOLERANCE, export_fp16
+
+    ckpt = Checkpoint(tiny_model(name), {"model": name, "input_size": TEST_INPUT}, MEAN, STD, {})
+    manifest = export_fp16(name, ckpt, tmp_path, flip_test=True)
+    path = tmp_path / f"{name}-fp16.onnx"
+    assert manifest["id"] == f"{name}-fp16" and manifest["base_model"] == name
+    assert manifest["requires_provider"] == "CUDAExecutionProvider" and manifest["flip_test"]
+    assert manifest["sha256"] == sha256_file(path)
+    graph = onnx.load(str(path)).graph
+    float16 = onnx.TensorProto.FLOAT16
+    weights = [t for t in graph.initializer if len(t.dims) == 4]  # conv kernels
+    assert weights and all(t.data_type == float16 for t in weights)
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*graph.input, *graph.output])
+    assert check_parity(ckpt.model, path, TEST_INPUT, flip_test=True, min_agreement=0.9) <= FP16_PARITY_TOLERANCE
+    # the source model is untouched: still float32, still matches the float32 export
+    assert next(ckpt.model.parameters()).dtype == torch.float32

@@ -81,3 +81,26 @@ def test_settings_come_from_pose_environment_variables(monkeypatch, tmp_path):
     monkeypatch.setenv("POSE_MAX_QUEUE", "3")
     s = Settings()
     assert (s.default_model, s.model_dir, s.max_queue) == ("cpm", tmp_path, 3)
+
+
+def test_a_cuda_only_variant_is_skipped_on_cpu_not_failed(model_dir, tmp_path):
+    """fp16 variants declare requires_provider: a CPU server lists them as skipped,
+    stays ready, and answers a request for one with 404 and the reason."""
+    for name in ("hourglass",):
+        shutil.copy(model_dir / f"{name}.onnx", tmp_path)
+        shutil.copy(model_dir / f"{name}.json", tmp_path)
+    shutil.copy(model_dir / "hourglass.onnx", tmp_path / "hourglass-fp16.onnx")
+    manifest = json.loads((model_dir / "hourglass.json").read_text())
+    manifest.update(id="hourglass-fp16", onnx="hourglass-fp16.onnx", variant="fp16",
+                    requires_provider="CUDAExecutionProvider")
+    (tmp_path / "hourglass-fp16.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(Settings(model_dir=tmp_path, pool_size=1, intra_op_threads=1,
+                                        device="cpu"))) as c:
+        assert c.get("/readyz").status_code == 200
+        listing = c.get("/models").json()
+        assert [m["id"] for m in listing["models"]] == ["hourglass"]
+        assert "CUDAExecutionProvider" in listing["skipped"]["hourglass-fp16"]
+        assert listing["unavailable"] == {}
+        r = c.post("/pose", params={"model": "hourglass-fp16"},
+                   files={"image": ("p.jpg", image_bytes(), "image/jpeg")})
+        assert r.status_code == 404 and "CUDAExecutionProvider" in r.json()["detail"]

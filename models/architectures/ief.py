@@ -48,7 +48,7 @@ class IterativeErrorFeedback(nn.Module):
         poses = [y]
         for _ in range(self.steps):
             y_in = y.detach() if self.training else y
-            maps = render_gaussians(y_in, s, s, self.sigma)
+            maps = render_gaussians(y_in, s, s, self.sigma).to(x.dtype)
             eps = self.bound * torch.tanh(self.f(torch.cat([x, maps], 1)).view(n, -1, 2))
             y = y_in + eps
             poses.append(y)
