@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from app.pool import Overloaded, SessionPool
+from app.pool import Feeds, Overloaded, RunResult, SessionPool
 
 
 class MicroBatcher:
@@ -36,14 +36,19 @@ class MicroBatcher:
             self._worker = asyncio.get_running_loop().create_task(self._collect())
         return self._queue
 
-    async def run(self, feeds: dict[str, np.ndarray], timeout_s: float) -> tuple[list[np.ndarray], float]:
+    async def run(self, feeds: Feeds, timeout_s: float) -> RunResult:
         """Same contract as ``SessionPool.run`` for one request (batch of 1)."""
         queue = self._ensure_worker()
         if queue.qsize() >= self.max_queue + self.max_batch:
             raise Overloaded("micro-batch queue is full")
+        start = time.perf_counter()
+        if callable(feeds):  # made on a worker thread, before joining a batch
+            feeds = await asyncio.get_running_loop().run_in_executor(None, feeds)
+        prepare_s = time.perf_counter() - start
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         await queue.put((feeds["image"], future))
-        return await asyncio.wait_for(future, timeout_s)
+        outputs, infer_s = await asyncio.wait_for(future, timeout_s)
+        return RunResult(outputs, prepare_s, infer_s)
 
     async def _collect(self) -> None:
         assert self._queue is not None
@@ -67,7 +72,7 @@ class MicroBatcher:
     async def _run_batch(self, items: list[tuple[np.ndarray, asyncio.Future]]) -> None:
         batch = np.concatenate([x for x, _ in items], axis=0)
         try:
-            outputs, seconds = await self.pool.run({"image": batch}, timeout_s=60)
+            outputs, _, seconds = await self.pool.run({"image": batch}, timeout_s=60)
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
             for _, f in items:
                 if not f.done():

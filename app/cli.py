@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, module_name, helptext in (
             ("bench", "benchmarks.bench", "latency/throughput benchmark, written as a markdown table"),
             ("soak", "benchmarks.soak", "drive a real server with concurrent clients; latency, errors, RSS"),
+            ("profile", "benchmarks.profile", "where a request's CPU time goes in the server (py-spy)"),
+            ("ab", "benchmarks.ab", "this checkout's server against another checkout's, alternating requests"),
             ("release", "export.release", "checkpoints → shipped ONNX + manifests + report + int8 decisions")):
         p = sub.add_parser(name, help=helptext)
         if argv[:1] == [name]:

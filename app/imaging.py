@@ -129,12 +129,12 @@ class CropBox:
     side: float
 
     @classmethod
-    def around(cls, x: float, y: float, w: float, h: float, margin: float) -> "CropBox":
+    def around(cls, x: float, y: float, w: float, h: float, margin: float) -> CropBox:
         """The square crop centred on box (x, y, w, h) with side ``margin * max(w, h)``."""
         side = max(w, h) * margin
         return cls(x + w / 2 - side / 2, y + h / 2 - side / 2, side)
 
-    def scaled(self, factor: float) -> "CropBox":
+    def scaled(self, factor: float) -> CropBox:
         """The same region in an image resized by ``factor``."""
         return CropBox(self.x0 * factor, self.y0 * factor, self.side * factor)
 

@@ -1,7 +1,7 @@
 """Drawing a skeleton on an image (``POST /pose/render`` and the accuracy report)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 

@@ -1,22 +1,33 @@
 """``poseserve bench``: latency and throughput, reported as ratios measured in one run.
 
 Absolute times on a shared machine drift with its load; ratios taken minutes apart in the
-same process mostly do not. The harness measures, per model:
+same process mostly do not. The harness measures, per served model:
 
-- bare onnxruntime latency (batch 1, p50/p95) and throughput at batch 8,
+- bare onnxruntime latency (batch 1, p50/p95; plain ``run`` and with IOBinding) and
+  throughput at batch 8, on a session configured exactly as the service's,
 - PyTorch eager latency of the same architecture (random weights: speed does not depend
   on their values) and the eager ÷ onnxruntime ratio,
 - achieved GFLOP/s against this machine's measured float32 matmul peak,
 
-and, for the service (a real uvicorn server on loopback): HTTP p50 with
-``heatmaps=none`` and with ``heatmaps=png`` divided by the bare onnxruntime p50 under the
-same thread settings, throughput at 1/2/4/8 concurrent clients, and where the time goes
-(the response's ``timing_ms``). It writes a markdown table (``--out``).
+and, for the service (a real uvicorn server on loopback, one keep-alive client):
+
+- HTTP p50 with ``heatmaps=none`` and ``heatmaps=png`` ÷ the bare onnxruntime p50, for a
+  typical photo (the first LSP test image) and a worst-case JPEG (400×300 of noise, which
+  no DCT compresses: the costliest decode per pixel),
+- where the time of one request goes: bare inference, image decode/crop (``app.pose.
+  preprocess`` timed alone), the HTTP round-trip floor (``GET /healthz``), the rest,
+- throughput at 1/2/4/8 concurrent clients, with and without micro-batching.
+
+The client is ``http.client`` (keep-alive, hand-built multipart): a heavier client
+library would add its own milliseconds to every sample, on the same two cores.
+It writes a markdown report (``--out``).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import http.client
+import io
 import json
 import os
 import platform
@@ -26,16 +37,24 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+TYPICAL_PHOTO = Path("lsp") / "images" / "im1001.jpg"  # the first LSP test image, never trained on
 
 
 def percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def timed(fn, n: int, warmup: int = 5) -> list[float]:
+WARMUP = 5
+ROUNDS = 5  # each latency is sampled in this many blocks, interleaved with the others
+
+
+def timed(fn, n: int, warmup: int = WARMUP) -> list[float]:
     for _ in range(warmup):
         fn()
     out = []
@@ -46,40 +65,47 @@ def timed(fn, n: int, warmup: int = 5) -> list[float]:
     return out
 
 
-def matmul_peak_gflops(threads: int) -> float:
+def matmul_peak_gflops() -> float:
     """Best float32 GEMM rate numpy reaches here (the machine's practical peak)."""
     a = np.random.rand(1024, 1024).astype(np.float32)
     best = min(timed(lambda: a @ a, 10, warmup=3))
     return 2 * 1024**3 / best / 1e9
 
 
-def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def torch_latency(manifest: dict, threads: int, n: int) -> float | None:
+    """PyTorch eager p50 of the same inference graph on CPU, or None without torch."""
     try:
         import torch
 
         from models.architectures import build_model
+        from models.inference import InferenceGraph
     except ImportError:
         return None
     torch.set_num_threads(threads)
     width = manifest.get("training", {}).get("width")
     kwargs = {"width": width} if width else {}
-    from models.inference import InferenceGraph
-
-    arch = manifest.get("base_model", manifest["id"])  # int8 variants: the fp32 architecture
+    arch = manifest.get("base_model", manifest["id"])  # variants: the fp32 architecture
     model = InferenceGraph(build_model(arch, input_size=manifest["input"]["size"], **kwargs),
                            flip_test=bool(manifest.get("flip_test"))).eval()
     x = torch.zeros(1, 3, manifest["input"]["size"], manifest["input"]["size"])
     with torch.inference_mode():
         return percentile(timed(lambda: model(x), n), 50)
+
+
+def iobinding_runner(session, x: np.ndarray):
+    """``run_with_iobinding`` with the input placed once on the session's device.
+
+    On CUDA this is what keeps a benchmark from timing host↔device copies of the input;
+    on CPU it shows what the binding API itself costs.
+    """
+    import onnxruntime as ort
+
+    device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+    binding = session.io_binding()
+    binding.bind_ortvalue_input("image", ort.OrtValue.ortvalue_from_numpy(x, device, 0))
+    for out in session.get_outputs():
+        binding.bind_output(out.name, device)
+    return lambda: session.run_with_iobinding(binding)
 
 
 def free_port() -> int:
@@ -89,24 +115,29 @@ def free_port() -> int:
 
 
 class Server:
-    """The real service in a subprocess on loopback, one session of ``threads`` threads per model."""
+    """The real service in a subprocess on loopback: ``pool`` sessions of ``threads`` threads
+    per model (0 = the service's own defaults, derived from the CPU quota)."""
 
-    def __init__(self, model_dir: Path, threads: int, **extra_env: str) -> None:
+    def __init__(self, model_dir: Path, threads: int, pool: int = 1, source: Path | None = None,
+                 **extra_env: str) -> None:
+        """``source``: serve the code of another checkout of this project (A/B comparisons)."""
         self.port = free_port()
-        env = dict(os.environ, POSE_MODEL_DIR=str(model_dir), POSE_POOL_SIZE="1",
+        env = dict(os.environ, POSE_MODEL_DIR=str(Path(model_dir).resolve()), POSE_POOL_SIZE=str(pool),
                    POSE_INTRA_OP_THREADS=str(threads), POSE_MAX_QUEUE="64", **extra_env)
+        if source is not None:
+            env["PYTHONPATH"] = str(Path(source).resolve())
         self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
-                                      "--port", str(self.port)], env=env,
+                                      "--port", str(self.port)], env=env, cwd=source,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
-        import httpx
-
         for _ in range(300):
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if Client(self.port).get("/readyz")[0] == 200:
                     return
-            except httpx.TransportError:
+            except OSError:
                 pass
+            if self.proc.poll() is not None:
+                break
             time.sleep(0.2)
         raise RuntimeError("server did not start")
 
@@ -115,29 +146,59 @@ class Server:
         self.proc.wait(30)
 
 
-def http_latency(client, url: str, image: bytes, params: dict, n: int) -> tuple[list[float], list[dict]]:
-    timings = []
+class Client:
+    """One keep-alive loopback connection; the thinnest client Python offers."""
 
-    def call():
-        r = client.post(f"{url}/pose", params=params, files={"image": ("p.jpg", image, "image/jpeg")})
-        r.raise_for_status()
-        timings.append(r.json()["timing_ms"])
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
-    return timed(call, n), timings[5:]
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                r = self.conn.getresponse()
+                return r.status, r.read()
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                # the server closed an idle keep-alive connection (uvicorn: after 5 s)
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return self.request("GET", path)
+
+    def post_image(self, path: str, image: bytes) -> tuple[int, bytes]:
+        boundary = uuid.uuid4().hex
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+                f"Content-Type: image/jpeg\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+        return self.request("POST", path, body,
+                            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    def pose(self, model: str, image: bytes, heatmaps: str = "none") -> dict:
+        status, body = self.post_image(f"/pose?model={model}&heatmaps={heatmaps}", image)
+        if status != 200:
+            raise RuntimeError(f"/pose answered {status}: {body[:200]!r}")
+        return json.loads(body)
 
 
-def throughput(url: str, image: bytes, model: str, clients: int, seconds: float) -> float:
-    import httpx
+def http_latency(client: Client, model: str, image: bytes, heatmaps: str, n: int
+                 ) -> tuple[list[float], list[dict]]:
+    timings: list[dict] = []
+    samples = timed(lambda: timings.append(client.pose(model, image, heatmaps)["timing_ms"]), n, warmup=WARMUP)
+    return samples, timings[WARMUP:]
 
+
+def throughput(port: int, image: bytes, model: str, clients: int, seconds: float) -> float:
     done = [0] * clients
     stop = time.perf_counter() + seconds
 
     def worker(i: int) -> None:
-        with httpx.Client(timeout=30) as c:
-            while time.perf_counter() < stop:
-                r = c.post(f"{url}/pose", params={"model": model, "heatmaps": "none"},
-                           files={"image": ("p.jpg", image, "image/jpeg")})
-                done[i] += r.status_code == 200
+        client = Client(port)
+        while time.perf_counter() < stop:
+            status, _ = client.post_image(f"/pose?model={model}&heatmaps=none", image)
+            done[i] += status == 200
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     start = time.perf_counter()
@@ -148,94 +209,206 @@ def throughput(url: str, image: bytes, model: str, clients: int, seconds: float)
     return sum(done) / (time.perf_counter() - start)
 
 
-def main(args: argparse.Namespace) -> None:
-    import httpx
+@dataclass
+class ModelResult:
+    id: str
+    manifest: dict
+    ort: list[float]  # bare run(), batch 1, seconds
+    ort_bound: list[float]  # run_with_iobinding
+    ort_batch8: float
+    eager: float | None
+    http: dict[str, float]  # "<image>/<heatmaps>" → p50 seconds
+    preprocess: dict[str, float]  # image → p50 seconds of app.pose.preprocess alone
+    timing: list[dict]  # the service's timing_ms for the photo, heatmaps=none
 
-    model_dir: Path = args.model_dir
-    manifests = {p.stem: json.loads(p.read_text()) for p in sorted(model_dir.glob("*.json"))}
-    image = Path(args.image).read_bytes() if args.image else _default_image()
-    threads = args.threads
-    peak = matmul_peak_gflops(threads)
-    rows, service_rows, breakdown = [], [], []
-    server = Server(model_dir, threads)
+    @property
+    def ort_p50(self) -> float:
+        return percentile(self.ort, 50)
+
+
+def measure_model(path: Path, settings, client: Client, images: dict[str, bytes], n: int,
+                  threads: int) -> ModelResult | None:
+    from app import pose
+    from app.imaging import open_image, oriented_size
+    from app.registry import ModelSkipped, load_model
+
     try:
-        with httpx.Client(timeout=30) as client:
-            for model_id, man in manifests.items():
-                session = ort_session(model_dir / man["onnx"], threads)
-                size = man["input"]["size"]
-                x1 = np.random.rand(1, 3, size, size).astype(np.float32)
-                x8 = np.random.rand(8, 3, size, size).astype(np.float32)
-                lat1 = timed(lambda: session.run(None, {"image": x1}), args.n)
-                lat8 = timed(lambda: session.run(None, {"image": x8}), max(10, args.n // 4))
-                ort_p50 = percentile(lat1, 50)
-                eager = torch_latency(man, threads, args.n)
-                http_none, t_none = http_latency(client, server.url, image,
-                                                 {"model": model_id, "heatmaps": "none"}, args.n)
-                http_png, _ = http_latency(client, server.url, image,
-                                           {"model": model_id, "heatmaps": "png"}, args.n)
-                rows.append([model_id, f"{man['params'] / 1e6:.2f} M", f"{man['flops'] / 1e9:.3f}",
-                             f"{ort_p50 * 1e3:.2f}", f"{percentile(lat1, 95) * 1e3:.2f}",
-                             f"{8 / percentile(lat8, 50):.0f}",
-                             f"{eager / ort_p50:.2f}×" if eager else "n/a",
-                             f"{man['flops'] / ort_p50 / 1e9:.1f} ({100 * man['flops'] / ort_p50 / 1e9 / peak:.0f}%)"])
-                service_rows.append([model_id, f"{percentile(http_none, 50) * 1e3:.2f}",
-                                     f"{percentile(http_none, 50) / ort_p50:.2f}×",
-                                     f"{percentile(http_png, 50) / ort_p50:.2f}×"])
-                keys = ("decode", "preprocess", "inference", "postprocess", "total")
-                breakdown.append([model_id, *(f"{statistics.median(t[k] for t in t_none):.2f}" for k in keys)])
-                print(model_id, rows[-1], service_rows[-1], flush=True)
-            default = "hourglass" if "hourglass" in manifests else next(iter(manifests))
-            conc = [(c, throughput(server.url, image, default, c, args.seconds)) for c in (1, 2, 4, 8)]
-    finally:
-        server.close()
-    batched = Server(model_dir, threads, POSE_MICRO_BATCH="8", POSE_MICRO_BATCH_WAIT_MS="2")
-    try:
-        conc_batched = [(c, throughput(batched.url, image, default, c, args.seconds)) for c in (1, 2, 4, 8)]
-    finally:
-        batched.close()
-    lines = [f"# Benchmarks ({dt.date.today().isoformat()})", "",
-             f"Measured by `python -m benchmarks.bench` in one run on {platform.machine()}, "
-             f"{os.cpu_count()} cores, onnxruntime CPU provider, {threads} intra-op thread(s); "
-             f"float32 matmul peak measured here: **{peak:.1f} GFLOP/s**. "
-             f"Test image: {len(image)} bytes JPEG. Times are p50 over {args.n} runs; read the ratios, "
-             "the absolute values move with the machine's load.", "",
-             "## Models (bare onnxruntime)", "",
-             "| model | params | GFLOPs | ORT p50 ms (batch 1) | ORT p95 ms | img/s at batch 8 | PyTorch eager ÷ ORT | achieved GFLOP/s (% of matmul peak) |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", "## Service overhead (real HTTP server on loopback, one client)", "",
-              "| model | HTTP p50 ms (heatmaps=none) | ÷ bare ORT p50 (none) | ÷ bare ORT p50 (png) |",
-              "|---|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in service_rows]
-    lines += ["", "## Where the time goes (median `timing_ms`, heatmaps=none)", "",
-              "| model | decode | preprocess | inference | postprocess | total (server side) |", "|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in breakdown]
-    lines += ["", f"## Throughput vs concurrent clients ({default}, heatmaps=none, {args.seconds:.0f} s each)", "",
-              "| clients | req/s | ÷ 1 client |", "|---|---|---|"]
-    lines += [f"| {c} | {rps:.1f} | {rps / conc[0][1]:.2f}× |" for c, rps in conc]
-    lines += ["", "## Micro-batching (POSE_MICRO_BATCH=8, 2 ms window) vs off, same model", "",
-              "| clients | req/s off | req/s on | on ÷ off |", "|---|---|---|---|"]
-    lines += [f"| {c} | {a:.1f} | {b:.1f} | {b / a:.2f}× |" for (c, a), (_, b) in zip(conc, conc_batched)]
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        m = load_model(path, settings)  # the service's own loader: same session options
+    except ModelSkipped:
+        return None
+    session = m.pool.sessions[0]
+    boxes = {label: pose.crop_for(m, oriented_size(open_image(data, settings.max_pixels)), None)
+             for label, data in images.items()}
+    x1 = pose.preprocess(m, images["photo"], boxes["photo"])  # a real crop, as the service feeds
+    bound_run = iobinding_runner(session, x1)
+    prep: dict[str, list[float]] = {label: [] for label in images}
+    http: dict[str, list[float]] = {f"{label}/{h}": [] for label in images for h in ("none", "png")}
+    ort: list[float] = []
+    bound: list[float] = []
+    timing: list[dict] = []
+    per_round = max(1, n // ROUNDS)
+    for _ in range(ROUNDS):  # interleaved: every quantity sees the same spells of machine load
+        ort += timed(lambda: session.run(None, {"image": x1}), per_round)
+        bound += timed(bound_run, per_round)
+        for label, data in images.items():
+            prep[label] += timed(lambda d=data, b=boxes[label]: pose.preprocess(m, d, b), per_round)
+            for heatmaps in ("none", "png"):
+                samples, t = http_latency(client, m.id, data, heatmaps, per_round)
+                http[f"{label}/{heatmaps}"] += samples
+                if label == "photo" and heatmaps == "none":
+                    timing += t
+    x8 = np.repeat(x1, 8, axis=0)
+    batch8 = percentile(timed(lambda: session.run(None, {"image": x8}), max(10, n // 4)), 50)
+    http_p50 = {k: percentile(v, 50) for k, v in http.items()}
+    prep_p50 = {k: percentile(v, 50) for k, v in prep.items()}
+    m.pool.close()
+    return ModelResult(m.id, m.manifest, ort, bound, batch8, torch_latency(m.manifest, threads, n),
+                       http_p50, prep_p50, timing)
 
 
-def _default_image() -> bytes:
-    import io
+def default_images(image: str | None, data: str | None) -> dict[str, bytes]:
+    """{"photo": a real photo, "noise": the worst-case JPEG}; the photo is ``--image``,
+    else the first LSP test image, else (no dataset) a synthetic photo-like JPEG."""
+    if image:
+        photo = Path(image).read_bytes()
+    else:
+        root = Path(data or os.environ.get("POSE_DATA_DIR", "../shared/datasets"))
+        photo = ((root / TYPICAL_PHOTO).read_bytes() if (root / TYPICAL_PHOTO).exists()
+                 else _jpeg(_smooth_scene(), 90))
+    rng = np.random.default_rng(0)
+    return {"photo": photo, "noise": _jpeg(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8), 90)}
 
+
+def _smooth_scene() -> np.ndarray:
+    yy, xx = np.mgrid[0:266, 0:400]
+    rgb = np.stack([xx * 255 // 399, yy * 255 // 265, np.full_like(xx, 90)], -1).astype(np.uint8)
+    rgb[60:220, 160:240] = (200, 170, 150)
+    return rgb
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    img = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=90)
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f}"
+
+
+def x(a: float, b: float) -> str:
+    return f"{a / b:.2f}×"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def report(results: list[ModelResult], images: dict[str, bytes], floor: float, default: str,
+           conc: list[tuple[int, float]], conc_batched: list[tuple[int, float]], peak: float,
+           threads: int, providers: list[str], n: int, seconds: float) -> str:
+    photo, noise = len(images["photo"]), len(images["noise"])
+    lines = [f"# Benchmarks ({dt.date.today().isoformat()})", "",
+             f"Measured by `poseserve bench` in one run on {platform.machine()}, {os.cpu_count()} cores, "
+             f"onnxruntime {' + '.join(providers)}, {threads} intra-op thread(s); float32 matmul peak "
+             f"measured here: **{peak:.1f} GFLOP/s**. Images: *photo* = the first LSP test image "
+             f"({photo} bytes JPEG), *noise* = a 400×300 JPEG of noise ({noise} bytes, the worst case "
+             f"for the decoder). Times are p50 over {n} runs; read the ratios, the absolute values "
+             "move with the machine's load.", "",
+             "## Models (bare onnxruntime, session options as the service's)", ""]
+    lines += table(["model", "params", "GFLOPs", "ORT p50 ms (batch 1)", "ORT p95 ms", "IOBinding p50 ms",
+                    "img/s at batch 8", "PyTorch eager ÷ ORT", "achieved GFLOP/s (% of matmul peak)"],
+                   [[r.id, f"{r.manifest['params'] / 1e6:.2f} M", f"{r.manifest['flops'] / 1e9:.3f}",
+                     ms(r.ort_p50), ms(percentile(r.ort, 95)), ms(percentile(r.ort_bound, 50)),
+                     f"{8 / r.ort_batch8:.0f}", x(r.eager, r.ort_p50) if r.eager else "n/a",
+                     f"{r.manifest['flops'] / r.ort_p50 / 1e9:.1f} "
+                     f"({100 * r.manifest['flops'] / r.ort_p50 / 1e9 / peak:.0f}%)"] for r in results])
+    lines += ["", "## Service latency ÷ bare onnxruntime (real HTTP server on loopback, one client)", "",
+              "*without decode* = (HTTP p50 − the image's decode/crop time measured alone) ÷ ORT p50: the "
+              "service's own overhead, the part a faster server could remove.", ""]
+    lines += table(["model", "HTTP p50 ms (photo, none)", "÷ ORT (photo, none)", "÷ ORT (photo, png)",
+                    "÷ ORT (noise, none)", "without decode (photo)"],
+                   [[r.id, ms(r.http["photo/none"]), x(r.http["photo/none"], r.ort_p50),
+                     x(r.http["photo/png"], r.ort_p50), x(r.http["noise/none"], r.ort_p50),
+                     x(r.http["photo/none"] - r.preprocess["photo"], r.ort_p50)] for r in results])
+    lines += ["", "## Where one request's time goes (p50 ms, heatmaps=none)", "",
+              "Each part measured on its own in this run; *the rest* = HTTP p50 minus the others: "
+              "receiving the upload, multipart parsing, FastAPI validation and routing, the hop to the "
+              "inference thread and back, keypoints to JSON.", ""]
+    rows = []
+    for r in results:
+        for label in images:
+            total = r.http[f"{label}/none"]
+            parts = [r.ort_p50, r.preprocess[label], floor]
+            rest = total - sum(parts)
+            rows.append([r.id, label, ms(total), *(f"{ms(p)} ({100 * p / total:.0f}%)" for p in [*parts, rest])])
+    lines += table(["model", "image", "HTTP p50", "inference (bare ORT)", "decode + crop + normalise",
+                    "HTTP round-trip floor (GET /healthz)", "the rest"], rows)
+    keys = ("decode", "preprocess", "inference", "postprocess", "total")
+    lines += ["", "## The service's own `timing_ms` (median, photo, heatmaps=none)", "",
+              "decode = upload read + header checks; preprocess = pixel decode, crop, normalise (on the "
+              "inference thread); inference = waiting for a session + the run; total = inside the handler.", ""]
+    lines += table(["model", *keys], [[r.id, *(f"{statistics.median(t[k] for t in r.timing):.2f}" for k in keys)]
+                                      for r in results])
+    lines += ["", f"## Throughput vs concurrent clients ({default}, photo, heatmaps=none, {seconds:.0f} s each)", "",
+              "The service's default configuration (sessions × threads derived from the CPU quota); "
+              "the client threads run on the same machine.", ""]
+    lines += table(["clients", "req/s", "÷ 1 client"], [[str(c), f"{rps:.1f}", x(rps, conc[0][1])] for c, rps in conc])
+    lines += ["", "## Micro-batching (POSE_MICRO_BATCH=8, 2 ms window) vs off, same model", ""]
+    lines += table(["clients", "req/s off", "req/s on", "on ÷ off"],
+                   [[str(c), f"{a:.1f}", f"{b:.1f}", x(b, a)] for (c, a), (_, b) in zip(conc, conc_batched)])
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> None:
+    from app.settings import Settings
+
+    images = default_images(args.image, args.data)
+    settings = Settings(model_dir=args.model_dir, pool_size=1, intra_op_threads=args.threads, device=args.device)
+    peak = matmul_peak_gflops()
+    server = Server(args.model_dir, args.threads, POSE_DEVICE=args.device)
+    try:
+        client = Client(server.port)
+        served = {m["id"]: m["providers"] for m in json.loads(client.get("/models")[1])["models"]}
+        results = []
+        for model_id in sorted(served):
+            r = measure_model(args.model_dir / f"{model_id}.json", settings, client, images, args.n, args.threads)
+            if r:
+                results.append(r)
+                print(r.id, f"ort {r.ort_p50 * 1e3:.2f} ms, http {r.http['photo/none'] * 1e3:.2f} ms", flush=True)
+        floor = percentile(timed(lambda: client.get("/healthz"), args.n), 50)
+    finally:
+        server.close()
+    default = "hourglass" if "hourglass" in served else next(iter(served))
+    conc, conc_batched = [], []
+    for env, out in (({}, conc), ({"POSE_MICRO_BATCH": "8", "POSE_MICRO_BATCH_WAIT_MS": "2"}, conc_batched)):
+        # throughput with the service's default pool and threads, as deployed
+        loaded = Server(args.model_dir, threads=0, pool=0, POSE_DEVICE=args.device, **env)
+        try:
+            out += [(c, throughput(loaded.port, images["photo"], default, c, args.seconds)) for c in (1, 2, 4, 8)]
+        finally:
+            loaded.close()
+    text = report(results, images, floor, default, conc, conc_batched, peak, args.threads,
+                  served[default], args.n, args.seconds)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options bench, profile and ab share: which models, which photo."""
     p.add_argument("--model-dir", type=Path, default=Path("models/onnx"))
-    p.add_argument("--image", help="JPEG to send (default: a 400x300 synthetic JPEG)")
+    p.add_argument("--image", help="the 'photo' JPEG to send (default: LSP im1001.jpg from --data)")
+    p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="as POSE_DEVICE: auto = CUDA when onnxruntime-gpu sees a GPU")
     p.add_argument("--n", type=int, default=100, help="timed runs per measurement")
     p.add_argument("--seconds", type=float, default=5.0, help="per concurrency level")
     p.add_argument("--out", default="docs/benchmarks.md")

@@ -32,9 +32,22 @@ def test_concurrent_requests_are_batched_and_split_back():
         batcher = MicroBatcher(SessionPool([session], 16, 5), max_batch=8, max_wait_ms=50, max_queue=16)
         xs = [np.full((1, 2), float(i), np.float32) for i in range(6)]
         results = await asyncio.gather(*(batcher.run({"image": x}, 5) for x in xs))
-        for i, (outputs, _) in enumerate(results):
-            assert outputs[0].shape == (1, 1) and outputs[0][0, 0] == 2.0 * i
+        for i, result in enumerate(results):
+            assert result.outputs[0].shape == (1, 1) and result.outputs[0][0, 0] == 2.0 * i
         assert session.batches == [6]
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_feeds_made_by_a_function_join_the_batch_too():
+    async def scenario():
+        session = RecordingSession()
+        batcher = MicroBatcher(SessionPool([session], 16, 5), max_batch=8, max_wait_ms=50, max_queue=16)
+        results = await asyncio.gather(*(batcher.run(lambda i=i: {"image": np.full((1, 2), float(i), np.float32)}, 5)
+                                         for i in range(3)))
+        assert [r.outputs[0][0, 0] for r in results] == [0.0, 2.0, 4.0]
+        assert session.batches == [3] and all(r.prepare_s >= 0 for r in results)
         batcher.close()
 
     asyncio.run(scenario())

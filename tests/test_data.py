@@ -8,7 +8,14 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 scipy_io = pytest.importorskip("scipy.io")
 
-from models.data import CachedSplit, build_cache, load_lsp, load_lspet, make_batch, person_box  # noqa: E402
+from models.data import (  # noqa: E402
+    CachedSplit,
+    build_cache,
+    load_lsp,
+    load_lspet,
+    make_batch,
+    person_box,
+)
 from models.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS  # noqa: E402
 from models.metrics import pck_summary  # noqa: E402
 
@@ -122,7 +129,8 @@ def test_pck_counts_against_torso_size():
 def test_eval_runs_onnx_and_checkpoint_through_the_same_pipeline(fake_datasets, model_dir, tmp_path):
     """`poseserve eval` on an ONNX file and on the checkpoint it came from agree."""
     from models.evaluate import evaluate
-    from models.train import MEAN as M, STD as S
+    from models.train import MEAN as M
+    from models.train import STD as S
     from tests.conftest import TEST_INPUT, tiny_model
 
     root, _, _ = fake_datasets

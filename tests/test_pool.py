@@ -93,3 +93,42 @@ def test_cancelled_request_returns_the_session():
         pool.close()
 
     asyncio.run(scenario())
+
+
+def test_feeds_made_by_a_function_are_made_off_the_event_loop():
+    """A feeds function runs on the session's worker thread, next to the run it feeds."""
+    async def scenario():
+        session = SlowSession()
+        session.release.set()
+        pool = SessionPool([session], max_queue=5, queue_timeout_s=5)
+        threads = []
+
+        def make_feeds():
+            threads.append(threading.current_thread().name)
+            return {}
+
+        result = await pool.run(make_feeds, 5)
+        assert threads and threads[0].startswith("ort") and threading.current_thread().name not in threads
+        assert session.calls == 1 and result.prepare_s >= 0 and result.infer_s >= 0
+        pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_feeds_function_reaches_the_caller_and_frees_the_session():
+    async def scenario():
+        session = SlowSession()
+        session.release.set()
+        pool = SessionPool([session], max_queue=5, queue_timeout_s=5)
+
+        def corrupt():
+            raise ValueError("not an image")
+
+        with pytest.raises(ValueError, match="not an image"):
+            await pool.run(corrupt, 5)
+        await asyncio.sleep(0.05)
+        assert pool.busy == 0 and session.calls == 0
+        await pool.run({}, 1)
+        pool.close()
+
+    asyncio.run(scenario())

@@ -1,0 +1,68 @@
+"""``poseserve ab``: this checkout's server against another checkout's, request by request.
+
+A speed-up claimed from two benchmark runs minutes apart on a shared machine is mostly
+noise. This starts both servers side by side (same models, same settings), sends each
+request to A then B, alternating, and reports both p50s and their ratio, per image, so
+both servers see the same machine at the same moments.
+
+    git worktree add /tmp/baseline <rev> && poseserve ab --baseline /tmp/baseline
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from benchmarks.bench import (
+    WARMUP,
+    Client,
+    Server,
+    add_common_arguments,
+    default_images,
+    percentile,
+)
+
+
+def compare(baseline: Path, candidate: Path, model_dir: Path, model: str, images: dict[str, bytes],
+            n: int) -> dict[str, tuple[float, float]]:
+    """image label → (baseline p50 s, candidate p50 s), ``heatmaps=none``."""
+    servers = [Server(model_dir, threads=1, source=baseline), Server(model_dir, threads=1, source=candidate)]
+    try:
+        clients = [Client(s.port) for s in servers]
+        result = {}
+        for label, image in images.items():
+            samples: list[list[float]] = [[], []]
+            for i in range(n + WARMUP):
+                for which in (0, 1) if i % 2 else (1, 0):  # alternate who goes first, too
+                    start = time.perf_counter()
+                    clients[which].pose(model, image)
+                    if i >= WARMUP:
+                        samples[which].append(time.perf_counter() - start)
+            result[label] = (percentile(samples[0], 50), percentile(samples[1], 50))
+        return result
+    finally:
+        for s in servers:
+            s.close()
+
+
+def main(args: argparse.Namespace) -> None:
+    images = default_images(args.image, args.data)
+    result = compare(args.baseline, args.candidate, args.model_dir, args.model, images, args.n)
+    print(f"{args.model}, heatmaps=none, {args.n} alternating requests per server and image")
+    print("| image | baseline p50 ms | candidate p50 ms | candidate ÷ baseline |\n|---|---|---|---|")
+    for label, (a, b) in result.items():
+        print(f"| {label} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.2f}× |")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", type=Path, required=True, help="another checkout of poseserve")
+    p.add_argument("--candidate", type=Path, default=Path("."), help="default: this checkout")
+    add_common_arguments(p)
+    p.add_argument("--model", default="hourglass")
+    p.add_argument("--n", type=int, default=300)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    main(parser.parse_args())

@@ -1,0 +1,27 @@
+"""The benchmark harness end to end on tiny models: every table filled from real measurements."""
+from __future__ import annotations
+
+import argparse
+import re
+
+from benchmarks.bench import add_arguments, main
+from tests.conftest import ARCHITECTURES
+
+
+def test_bench_writes_every_table_with_measured_ratios(model_dir, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "bench.md"
+    main(parser.parse_args(["--model-dir", str(model_dir), "--n", "3", "--seconds", "0.3",
+                            "--out", str(out), "--data", str(tmp_path)]))  # no dataset: synthetic photo
+    text = out.read_text()
+    for heading in ("## Models", "## Service latency", "## Where one request's time goes",
+                    "## The service's own `timing_ms`", "## Throughput", "## Micro-batching"):
+        assert heading in text
+    for name in ARCHITECTURES:
+        assert f"| {name} | photo |" in text and f"| {name} | noise |" in text
+    service = text.split("## Service latency")[1].split("## Where")[0]
+    ratios = [float(v) for v in re.findall(r"\| (\d+\.\d+)×", service)]
+    assert len(ratios) == 4 * 5 and all(r > 0.5 for r in ratios)  # a request can't beat bare inference by 2×
+    throughput = text.split("## Throughput")[1].split("## Micro")[0]
+    assert all(float(v) > 0 for v in re.findall(r"\| \d \| (\d+\.\d) \|", throughput))
