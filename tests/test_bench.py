@@ -25,3 +25,16 @@ def test_bench_writes_every_table_with_measured_ratios(model_dir, tmp_path):
     assert len(ratios) == 4 * 5 and all(r > 0.5 for r in ratios)  # a request can't beat bare inference by 2×
     throughput = text.split("## Throughput")[1].split("## Micro")[0]
     assert all(float(v) > 0 for v in re.findall(r"\| \d \| (\d+\.\d) \|", throughput))
+
+
+def test_ab_serves_two_checkouts_side_by_side(model_dir, tmp_path):
+    from pathlib import Path
+
+    from benchmarks.ab import compare
+    from benchmarks.bench import default_images
+
+    here = Path(__file__).resolve().parents[1]
+    result = compare(here, here, model_dir, "cpm", default_images(None, str(tmp_path)), n=4)
+    assert set(result) == {"photo", "noise"}
+    for baseline, candidate in result.values():
+        assert 0 < baseline < 5 and 0 < candidate < 5  # seconds: real answers, no timeouts
