@@ -53,7 +53,7 @@ def _quantize(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from models.evaluate import evaluate
+    from models.evaluate import accuracy_summary, evaluate
 
     result = evaluate(args.model, data=args.data, onnx_path=args.onnx, checkpoint=args.checkpoint,
                       limit=args.limit)
@@ -63,8 +63,7 @@ def _eval(args: argparse.Namespace) -> None:
 
         manifest_path = Path(args.onnx).with_suffix(".json")
         manifest = json.loads(manifest_path.read_text())
-        manifest["accuracy"] = {k: result[k] for k in ("dataset", "pck@0.2", "pck@0.1",
-                                                       "per_joint_pck@0.2", "per_stage_pck@0.2")}
+        manifest["accuracy"] = accuracy_summary(result)
         write_manifest(manifest_path, manifest)
 
 

@@ -185,37 +185,27 @@ def export_checkpoint(model_id: str, checkpoint: Path, out_dir: Path,
 
 
 def export_model(model_id: str, ckpt: Checkpoint, out_dir: Path, accuracy: dict | None = None,
-                 flip_test: bool = False) -> dict:
-    """Export, check parity (raises above ``PARITY_TOLERANCE``), write the manifest."""
-    size = ckpt.config["input_size"]
-    onnx_path = out_dir / f"{model_id}.onnx"
-    export_onnx(ckpt.model, onnx_path, size, flip_test)
-    parity = check_parity(ckpt.model, onnx_path, size, flip_test=flip_test)
-    if parity > PARITY_TOLERANCE:
-        raise AssertionError(f"{model_id}: ONNX differs from PyTorch by {parity:.2e}")
-    manifest = build_manifest(model_id, ckpt, onnx_path, parity, accuracy, flip_test)
-    write_manifest(out_dir / f"{model_id}.json", manifest)
-    return manifest
+                 flip_test: bool = False, fp16: bool = False) -> dict:
+    """Export, check parity (raises above the tolerance), write the manifest.
 
-
-def export_fp16(model_id: str, ckpt: Checkpoint, out_dir: Path, flip_test: bool = False) -> dict:
-    """``<id>-fp16.onnx`` + manifest: the half-precision variant for the CUDA provider.
-
-    Its manifest says ``requires_provider: CUDAExecutionProvider``: on a CPU-only server
-    the registry skips it, because onnxruntime's CPU provider runs most fp16 kernels by
-    casting back to float32 — slower than the float32 graph, for nothing.
+    ``fp16`` writes ``<id>-fp16.onnx`` instead: the half-precision variant for the CUDA
+    provider. Its manifest says ``requires_provider: CUDAExecutionProvider``, so a
+    CPU-only server skips it: onnxruntime's CPU provider runs most fp16 kernels by casting
+    back to float32, slower than the float32 graph, for nothing.
     """
     size = ckpt.config["input_size"]
-    variant_id = f"{model_id}-fp16"
+    variant_id = f"{model_id}-fp16" if fp16 else model_id
     onnx_path = out_dir / f"{variant_id}.onnx"
-    export_onnx(ckpt.model, onnx_path, size, flip_test, fp16=True)
-    parity = check_parity(ckpt.model, onnx_path, size, flip_test=flip_test, min_agreement=0.95)
-    if parity > FP16_PARITY_TOLERANCE:
+    export_onnx(ckpt.model, onnx_path, size, flip_test, fp16)
+    parity = check_parity(ckpt.model, onnx_path, size, flip_test=flip_test,
+                          min_agreement=0.95 if fp16 else 0.99)
+    if parity > (FP16_PARITY_TOLERANCE if fp16 else PARITY_TOLERANCE):
         raise AssertionError(f"{variant_id}: ONNX differs from PyTorch float32 by {parity:.2e}")
-    manifest = dict(build_manifest(model_id, ckpt, onnx_path, parity, None, flip_test),
-                    id=variant_id, variant="fp16", base_model=model_id,
-                    precision="network in float16; input, flip averaging and decoding in float32",
-                    requires_provider="CUDAExecutionProvider")
+    manifest = build_manifest(model_id, ckpt, onnx_path, parity, accuracy, flip_test)
+    if fp16:
+        manifest.update(id=variant_id, variant="fp16", base_model=model_id,
+                        precision="network in float16; input, flip averaging and decoding in float32",
+                        requires_provider="CUDAExecutionProvider")
     write_manifest(out_dir / f"{variant_id}.json", manifest)
     return manifest
 

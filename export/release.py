@@ -21,12 +21,12 @@ import numpy as np
 
 from export.onnx_export import (
     export_checkpoint,
-    export_fp16,
+    export_model,
     load_checkpoint,
     write_manifest,
 )
 from export.quantize import calibration_crops, quantize_int8
-from models.evaluate import evaluate
+from models.evaluate import accuracy_summary, evaluate
 
 ARCHITECTURES = ("deeppose", "tompson", "cpm", "ief", "hourglass")
 MAX_PCK_DROP = 0.02  # int8
@@ -48,9 +48,6 @@ def p50_latency(path: Path, size: int, runs: int = 200) -> float:
         session.run(None, x)
         times.append(time.perf_counter() - t)
     return float(np.median(times))
-
-
-ACCURACY_KEYS = ("dataset", "pck@0.2", "pck@0.1", "per_joint_pck@0.2", "per_stage_pck@0.2")
 
 
 @dataclass
@@ -79,7 +76,7 @@ def measure_variant(fp32: Path, variant: Path, data: str | None, limit: int) -> 
     size = manifest["input"]["size"]
     result = evaluate(manifest["id"], data=data, onnx_path=variant, limit=limit)
     variant_manifest = json.loads(variant.with_suffix(".json").read_text())
-    variant_manifest["accuracy"] = {k: result[k] for k in ACCURACY_KEYS}
+    variant_manifest["accuracy"] = accuracy_summary(result)
     t32, tv = [], []
     for _ in range(3):  # interleaved so both see the same machine load
         t32.append(p50_latency(fp32, size))
@@ -127,13 +124,14 @@ def release_fp16(onnx_dir: Path, runs: Path, data: str | None, docs: Path, limit
     """fp16 variants for the CUDA provider, exported from the checkpoints the fp32 graphs came from.
 
     Shipped where the PCK drop is ≤ 1 point. Their CPU latency is recorded but is no
-    criterion: on CPU they are skipped by the registry (see ``export_fp16``).
+    criterion: on CPU they are skipped by the registry (see ``export_model``).
     """
     rows = [line.format(v="fp16") for line in TABLE_HEADER]
     for model_id in ARCHITECTURES:
         fp32 = onnx_dir / f"{model_id}.onnx"
         flip_test = bool(json.loads(fp32.with_suffix(".json").read_text()).get("flip_test"))
-        export_fp16(model_id, load_checkpoint(runs / model_id / "checkpoint.pt"), onnx_dir, flip_test)
+        export_model(model_id, load_checkpoint(runs / model_id / "checkpoint.pt"), onnx_dir,
+                     flip_test=flip_test, fp16=True)
         fp16 = onnx_dir / f"{model_id}-fp16.onnx"
         m = measure_variant(fp32, fp16, data, limit)
         decide(fp16, model_id, m, m.drop <= MAX_FP16_DROP, rows)

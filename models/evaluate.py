@@ -21,6 +21,13 @@ from models.keypoints import KEYPOINT_NAMES
 from models.metrics import pck, pck_summary
 
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(0, 51))
+# What a manifest's "accuracy" keeps of an evaluation (the curves stay in docs/results/).
+ACCURACY_KEYS = ("dataset", "pck@0.2", "pck@0.1", "per_joint_pck@0.2", "per_stage_pck@0.2")
+
+
+def accuracy_summary(result: dict) -> dict:
+    """The part of an ``evaluate`` result that goes into the model's manifest."""
+    return {k: result[k] for k in ACCURACY_KEYS}
 
 
 def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from app import render
 from app.imaging import CropBox, crop_square
 from models.data import LSP_TEST, data_dir, load_lsp, person_box
-from models.evaluate import evaluate
+from models.evaluate import accuracy_summary, evaluate
 from models.keypoints import KEYPOINT_NAMES, SKELETON
 
 ORDER = ("deeppose", "tompson", "cpm", "ief", "hourglass")
@@ -175,8 +175,7 @@ def main(args: argparse.Namespace) -> None:
         results[m] = r
         manifest_path = path.with_suffix(".json")
         manifests[m] = json.loads(manifest_path.read_text())
-        manifests[m]["accuracy"] = {k: r[k] for k in ("dataset", "pck@0.2", "pck@0.1",
-                                                     "per_joint_pck@0.2", "per_stage_pck@0.2")}
+        manifests[m]["accuracy"] = accuracy_summary(r)
         manifest_path.write_text(json.dumps(manifests[m], indent=2) + "\n")
         print(f"{m}: PCK@0.2 {r['pck@0.2']:.3f} per stage {r['per_stage_pck@0.2']}", flush=True)
     (out / "results").mkdir(exist_ok=True)

@@ -113,10 +113,10 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
 
 @pytest.mark.parametrize("name", ["hourglass", "ief"])  # a heatmap model, and IEF's feedback loop
 def test_fp16_variant_runs_the_network_in_half_and_keeps_float32_io(tmp_path, name):
-    from export.onnx_export import FP16_PARITY_TOLERANCE, export_fp16
+    from export.onnx_export import FP16_PARITY_TOLERANCE
 
     ckpt = Checkpoint(tiny_model(name), {"model": name, "input_size": TEST_INPUT}, MEAN, STD, {})
-    manifest = export_fp16(name, ckpt, tmp_path, flip_test=True)
+    manifest = export_model(name, ckpt, tmp_path, flip_test=True, fp16=True)
     path = tmp_path / f"{name}-fp16.onnx"
     assert manifest["id"] == f"{name}-fp16" and manifest["base_model"] == name
     assert manifest["requires_provider"] == "CUDAExecutionProvider" and manifest["flip_test"]
