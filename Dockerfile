@@ -3,14 +3,16 @@
 #   docker build -t poseserve .
 #   (NVIDIA GPU variant: Dockerfile.gpu)
 #
-# Only the serving package (app/) and the ONNX artifacts (models/onnx/) are copied:
-# training code and checkpoints never enter the image.
+# Only the serving package (app/), the torch-free modules it shares with training (crop
+# geometry, manifest, session factory, joint tables) and the ONNX artifacts are copied:
+# training code, checkpoints and released PyTorch weights never enter the image.
 
 FROM python:3.11-slim AS cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     POSE_MODEL_DIR=/srv/poseserve/models/onnx
 WORKDIR /srv/poseserve
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md poseserve.py ./
+COPY models/__init__.py models/transforms.py models/manifest.py models/runtime.py models/keypoints.py models/detection.py ./models/
 COPY app ./app
 RUN pip install .
 COPY models/onnx ./models/onnx

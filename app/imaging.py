@@ -1,25 +1,22 @@
-"""Image decoding and the person crop: the one place pixels enter a model.
+"""Upload decoding: header checks before any pixel is decoded, then upright 8-bit RGB.
 
-Torch-free on purpose: the service uses it, and so does the training-data cache
-(``models.data``), which makes train/serve preprocessing skew impossible — a crop for
-training and a crop for serving are made by the very same function.
+What happens to the pixels next (the person crop and normalisation) is
+``models.transforms``, shared with training and evaluation.
 """
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from models.transforms import PAD_RGB
 
 # Our own pixel limit is checked from the header (see ``decode_image``); Pillow's global
 # bomb check would otherwise fire first with a less useful error.
 Image.MAX_IMAGE_PIXELS = None
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
-# Padding colour for crop regions outside the image: the ImageNet mean, i.e. zero after
-# normalisation, so padding carries no signal.
-PAD_RGB = (124, 116, 104)
 
 
 class ImageError(ValueError):
@@ -114,53 +111,3 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
         return background
     return img.convert("RGB") if img.mode != "RGB" else img
-
-
-@dataclass(frozen=True)
-class CropBox:
-    """A square region of the image: top-left corner and side length, in image pixels.
-
-    A point ``u`` in normalised crop coordinates ([0, 1] across the crop) is the image
-    point ``(x0 + u_x * side, y0 + u_y * side)``.
-    """
-
-    x0: float
-    y0: float
-    side: float
-
-    @classmethod
-    def around(cls, x: float, y: float, w: float, h: float, margin: float) -> CropBox:
-        """The square crop centred on box (x, y, w, h) with side ``margin * max(w, h)``."""
-        side = max(w, h) * margin
-        return cls(x + w / 2 - side / 2, y + h / 2 - side / 2, side)
-
-    def scaled(self, factor: float) -> CropBox:
-        """The same region in an image resized by ``factor``."""
-        return CropBox(self.x0 * factor, self.y0 * factor, self.side * factor)
-
-    def to_image(self, uv: np.ndarray) -> np.ndarray:
-        """Map normalised crop coordinates (..., 2) to image pixel coordinates."""
-        return np.asarray(uv, dtype=np.float64) * self.side + np.array([self.x0, self.y0])
-
-    def to_crop(self, xy: np.ndarray) -> np.ndarray:
-        """Map image pixel coordinates (..., 2) to normalised crop coordinates."""
-        return (np.asarray(xy, dtype=np.float64) - np.array([self.x0, self.y0])) / self.side
-
-
-def crop_square(img: Image.Image, box: CropBox, size: int) -> np.ndarray:
-    """Resample ``box`` of ``img`` to a ``size``×``size`` RGB uint8 array (HWC).
-
-    Regions outside the image are padded with ``PAD_RGB``. Large reductions first use
-    Pillow's box-filter ``reduce`` so that downscaling does not alias.
-    """
-    scale = box.side / size
-    x0, y0, side = box.x0, box.y0, box.side
-    factor = int(scale // 2)
-    if factor >= 2:
-        img = img.reduce(factor)
-        x0, y0, side = x0 / factor, y0 / factor, side / factor
-        scale = side / size
-    out = img.transform((size, size), Image.Transform.AFFINE,
-                        (scale, 0.0, x0, 0.0, scale, y0),
-                        resample=Image.Resampling.BILINEAR, fillcolor=PAD_RGB)
-    return np.asarray(out, dtype=np.uint8)

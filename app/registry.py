@@ -6,6 +6,9 @@ missing, corrupt, fails its sha256, or whose graph does not match its manifest i
 and in ``/readyz`` (which then answers 503), and requests for it get 503. The other
 models serve normally. No half-loaded model is ever reachable.
 
+The person detector (manifest ``kind: detector``) is loaded the same way into its own
+session pool and held as ``Registry.detector``; it counts for readiness like a model.
+
 A model whose manifest names a ``requires_provider`` that this server does not run
 (the fp16 variants: CUDA only) is *skipped*, not failed: it is listed under
 ``/models`` → ``skipped`` with the reason, requests for it get 404 saying why, and
@@ -13,20 +16,20 @@ readiness is unaffected — the same model directory serves a CPU and a GPU host
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from app.batching import MicroBatcher
 from app.pool import SessionPool
 from app.settings import Settings
+from models.manifest import Artifact, DetectorManifest, PoseManifest, load_manifest, sha256_file
+from models.runtime import choose_providers, create_session
 
 log = logging.getLogger("poseserve.registry")
-REQUIRED_MANIFEST_KEYS = ("id", "sha256", "input", "output_kind", "outputs", "keypoints", "skeleton")
 
 
 class ModelLoadError(Exception):
@@ -40,7 +43,7 @@ class ModelSkipped(Exception):
 @dataclass
 class LoadedModel:
     id: str
-    manifest: dict
+    manifest: PoseManifest
     pool: SessionPool
     output_names: list[str]
     batcher: MicroBatcher | None = None
@@ -52,87 +55,124 @@ class LoadedModel:
 
     @property
     def input_size(self) -> int:
-        return int(self.manifest["input"]["size"])
+        return self.manifest.input.size
+
+
+@dataclass
+class LoadedDetector:
+    """The person detector: its manifest and session pool (batch fixed at 1)."""
+
+    id: str
+    manifest: DetectorManifest
+    pool: SessionPool
 
     @property
-    def predicts_heatmaps(self) -> bool:
-        return self.manifest["output_kind"] == "heatmaps"
+    def input_size(self) -> int:
+        return int(self.manifest.input["size"])
 
 
 @dataclass
 class Registry:
     models: dict[str, LoadedModel] = field(default_factory=dict)
+    detector: LoadedDetector | None = None
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def loaded(self) -> dict[str, list[str]]:
+        """Every loaded graph (pose models and the detector) → the providers it runs on."""
+        graphs = {k: v.pool.providers for k, v in self.models.items()}
+        if self.detector is not None:
+            graphs[self.detector.id] = self.detector.pool.providers
+        return graphs
 
     def close(self) -> None:
         for m in self.models.values():
             m.runner.close()
+        if self.detector is not None:
+            self.detector.pool.close()
 
 
-def choose_providers(device: str) -> list[str]:
-    """CUDA first when onnxruntime offers it (onnxruntime-gpu) and not forced to CPU."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device != "cpu" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        log.warning("POSE_DEVICE=cuda but onnxruntime offers only %s; using CPU", available)
-    return ["CPUExecutionProvider"]
+def validation_summary(exc: ValidationError) -> str:
+    """The first few schema errors as 'field: message', with no input values or paths."""
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}" for e in exc.errors()[:3]]
+    return "invalid manifest: " + "; ".join(parts)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def verify(manifest_path: Path, settings: Settings) -> tuple[Artifact, Path, list[str]]:
+    """Schema, file, checksum and provider checks of any manifest: (manifest, graph, providers)."""
+    try:
+        manifest = load_manifest(manifest_path)
+    except OSError:
+        raise ModelLoadError("unreadable manifest") from None
+    except ValidationError as exc:
+        raise ModelLoadError(validation_summary(exc)) from None
+    if manifest.id != manifest_path.stem:
+        raise ModelLoadError(f"manifest id {manifest.id!r} != file name {manifest_path.stem!r}")
+    onnx_path = manifest.onnx_path(manifest_path)
+    if not onnx_path.is_file():
+        raise ModelLoadError(f"missing ONNX file {manifest.onnx}")
+    if sha256_file(onnx_path) != manifest.sha256:
+        raise ModelLoadError(f"{manifest.onnx} does not match the sha256 in its manifest")
+    providers = choose_providers(settings.device)
+    if manifest.requires_provider and manifest.requires_provider not in providers:
+        raise ModelSkipped(f"{getattr(manifest, 'variant', None) or 'this'} variant is served only with "
+                           f"{manifest.requires_provider}; this server runs {providers}")
+    return manifest, onnx_path, providers
+
+
+def open_sessions(manifest: Artifact, onnx_path: Path, providers: list[str], settings: Settings) -> list:
+    pool_size, threads = settings.threads_and_pool()
+    try:
+        sessions = [create_session(onnx_path, threads, providers) for _ in range(pool_size)]
+    except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+        log.error("onnxruntime could not load %s: %s", onnx_path, exc)
+        raise ModelLoadError(f"onnxruntime could not load {manifest.onnx}") from None
+    log.info("loading %s: %d session(s) x %d thread(s) on %s", manifest.id, pool_size, threads,
+             sessions[0].get_providers())
+    return sessions
+
+
+def load_detector(manifest: DetectorManifest, onnx_path: Path, providers: list[str],
+                  settings: Settings) -> LoadedDetector:
+    sessions = open_sessions(manifest, onnx_path, providers, settings)
+    size = int(manifest.input["size"])
+    inputs = sessions[0].get_inputs()
+    if len(inputs) != 1 or list(inputs[0].shape[1:]) != [3, size, size]:
+        raise ModelLoadError(f"detector input {[i.shape for i in inputs]} != manifest [1, 3, {size}, {size}]")
+    warm = {inputs[0].name: np.zeros((1, 3, size, size), np.float32)}
+    for s in sessions:
+        s.run(None, warm)
+    return LoadedDetector(manifest.id, manifest, SessionPool(sessions, settings.max_queue, settings.queue_timeout_s))
 
 
 def load_model(manifest_path: Path, settings: Settings) -> LoadedModel:
-    """Verify one manifest + graph and open its session pool, warmed up."""
-    import onnxruntime as ort
+    """Verify one pose manifest + graph and open its session pool, warmed up."""
+    manifest, onnx_path, providers = verify(manifest_path, settings)
+    if not isinstance(manifest, PoseManifest):
+        raise ModelLoadError(f"a {manifest.kind} manifest where a pose model was expected")
+    return load_pose_model(manifest, onnx_path, providers, settings)
 
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"unreadable manifest: {exc}") from None
-    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
-    if missing:
-        raise ModelLoadError(f"manifest lacks {missing}")
-    onnx_path = manifest_path.with_name(manifest.get("onnx", f"{manifest_path.stem}.onnx"))
-    if not onnx_path.exists():
-        raise ModelLoadError(f"missing ONNX file {onnx_path.name}")
-    if _sha256(onnx_path) != manifest["sha256"]:
-        raise ModelLoadError(f"{onnx_path.name} does not match the sha256 in its manifest")
-    providers = choose_providers(settings.device)
-    required = manifest.get("requires_provider")
-    if required and required not in providers:
-        raise ModelSkipped(f"{manifest.get('variant', 'this')} variant is served only with {required}; "
-                           f"this server runs {providers}")
-    pool_size, threads = settings.threads_and_pool()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        sessions = [ort.InferenceSession(str(onnx_path), options, providers=providers)
-                    for _ in range(pool_size)]
-    except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
-        raise ModelLoadError(f"onnxruntime could not load {onnx_path.name}: {exc}") from None
-    size = int(manifest["input"]["size"])
+
+def load_pose_model(manifest: PoseManifest, onnx_path: Path, providers: list[str],
+                    settings: Settings) -> LoadedModel:
+    sessions = open_sessions(manifest, onnx_path, providers, settings)
+    size = manifest.input.size
     inputs = sessions[0].get_inputs()
     if len(inputs) != 1 or list(inputs[0].shape[1:]) != [3, size, size]:
         raise ModelLoadError(f"graph input {[i.shape for i in inputs]} != manifest [N, 3, {size}, {size}]")
     names = [o.name for o in sessions[0].get_outputs()]
-    if set(names) != set(manifest["outputs"]):
-        raise ModelLoadError(f"graph outputs {names} != manifest outputs {list(manifest['outputs'])}")
+    if set(names) != set(manifest.outputs):
+        raise ModelLoadError(f"graph outputs {names} != manifest outputs {list(manifest.outputs)}")
     warm = {inputs[0].name: np.zeros((1, 3, size, size), np.float32)}
     for s in sessions:  # first run allocates buffers and picks kernels: do it before traffic
         s.run(None, warm)
     pool = SessionPool(sessions, settings.max_queue, settings.queue_timeout_s)
     batcher = (MicroBatcher(pool, settings.micro_batch, settings.micro_batch_wait_ms, settings.max_queue)
                if settings.micro_batch > 1 else None)
-    log.info("loaded %s: %d session(s) x %d thread(s) on %s%s", manifest["id"], pool_size, threads,
-             pool.providers, f", micro-batches of <= {settings.micro_batch}" if batcher else "")
-    return LoadedModel(manifest["id"], manifest, pool, names, batcher)
+    if batcher:
+        log.info("%s: micro-batches of <= %d", manifest.id, settings.micro_batch)
+    return LoadedModel(manifest.id, manifest, pool, names, batcher)
 
 
 def load_registry(settings: Settings) -> Registry:
@@ -146,10 +186,13 @@ def load_registry(settings: Settings) -> Registry:
             registry.failed[orphan.stem] = f"no manifest {orphan.stem}.json"
     for path in manifests:
         try:
-            model = load_model(path, settings)
-            if model.id != path.stem:
-                raise ModelLoadError(f"manifest id {model.id!r} != file name {path.stem!r}")
-            registry.models[model.id] = model
+            manifest, onnx_path, providers = verify(path, settings)
+            if isinstance(manifest, DetectorManifest):
+                if registry.detector is not None:
+                    raise ModelLoadError(f"a second detector; {registry.detector.id!r} is already loaded")
+                registry.detector = load_detector(manifest, onnx_path, providers, settings)
+            else:
+                registry.models[manifest.id] = load_pose_model(manifest, onnx_path, providers, settings)
         except ModelSkipped as exc:
             log.info("model %s skipped: %s", path.stem, exc)
             registry.skipped[path.stem] = str(exc)

@@ -1,32 +1,28 @@
-"""Drawing a skeleton on an image (``POST /pose/render`` and the accuracy report)."""
+"""``/pose/render``: every person drawn on the photo, a colour each, with box and score."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-RIGHT, LEFT, CENTRE = (230, 60, 60), (60, 200, 90), (70, 140, 255)
+from app.schemas import Person
+from models.keypoints import draw_skeleton
+
+# Distinct, readable on photos; person i gets PALETTE[i % len(PALETTE)], as on the web page.
+PALETTE = ((230, 60, 60), (60, 200, 90), (70, 140, 255), (255, 190, 40), (200, 80, 220),
+           (40, 210, 210), (255, 120, 160), (150, 110, 60), (160, 160, 160), (120, 200, 40))
 
 
-def limb_colour(names: Sequence[str], a: int, b: int) -> tuple[int, int, int]:
-    """Red for the person's right side, green for the left, blue for the middle."""
-    both = names[a] + names[b]
-    if "right" in both and "left" not in both:
-        return RIGHT
-    if "left" in both and "right" not in both:
-        return LEFT
-    return CENTRE
-
-
-def draw_skeleton(img: Image.Image, xy: Sequence[Sequence[float]], skeleton: Sequence[Sequence[int]],
-                  names: Sequence[str], width: int | None = None) -> Image.Image:
-    """A copy of ``img`` with limbs and joints drawn; line width scales with the image."""
-    out = img.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
-    w = width or max(2, round(max(out.size) / 150))
-    for a, b in skeleton:
-        draw.line([tuple(xy[a]), tuple(xy[b])], fill=limb_colour(names, a, b), width=w)
-    r = w * 0.9
-    for x, y in xy:
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 255), outline=(0, 0, 0))
+def draw_people(img: Image.Image, persons: Sequence[Person], skeleton: Sequence[Sequence[int]],
+                names: Sequence[str]) -> Image.Image:
+    out = img.convert("RGB")
+    w = max(2, round(max(out.size) / 200))
+    for i, person in enumerate(persons):
+        colour = PALETTE[i % len(PALETTE)]
+        out = draw_skeleton(out, [(k.x, k.y) for k in person.keypoints], skeleton, names, w, colour)
+        draw = ImageDraw.Draw(out)
+        x, y, bw, bh = person.bbox
+        draw.rectangle([x, y, x + bw, y + bh], outline=colour, width=max(1, w // 2))
+        label = f"{i + 1}" + (f"  {person.score:.2f}" if person.score is not None else "")
+        draw.text((x + 3, y + 2), label, fill=colour)
     return out

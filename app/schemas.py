@@ -43,9 +43,12 @@ class Heatmaps(BaseModel):
 
 
 class Timing(BaseModel):
-    decode: float
-    preprocess: float
-    inference: float
+    decode: float = Field(description="upload read and header checks")
+    detect: float = Field(0.0, description="person detection (decode for it, detector run, NMS); "
+                                           "0 when a bbox was given or detect=false")
+    preprocess: float = Field(description="pixel decode, crops and normalisation for the pose model")
+    inference: float = Field(description="waiting for a session + the pose model's run (all persons, "
+                                         "one batch)")
     postprocess: float
     total: float
 
@@ -55,13 +58,29 @@ class StageKeypoints(BaseModel):
     keypoints: list[Keypoint]
 
 
+class Person(BaseModel):
+    bbox: list[float] = Field(description="[x, y, w, h] person box in image pixels: the detector's, the "
+                                          "bbox you sent, or the whole image with detect=false")
+    score: float | None = Field(description="detector confidence in [0, 1]; null when the box was not "
+                                            "detected (bbox given, or detect=false)")
+    crop: list[float] = Field(description="the square crop the model saw: [x0, y0, side] in image pixels")
+    keypoints: list[Keypoint]
+    heatmaps: Heatmaps | None = Field(None, description="this person's heatmaps (heatmaps=png|array)")
+    stages: list[StageKeypoints] | None = Field(None, description="with stages=true")
+
+
 class PoseResponse(BaseModel):
     model: str
     image: ImageSize
-    crop: list[float] = Field(description="the square crop the model saw: [x0, y0, side] in image pixels")
-    keypoints: list[Keypoint]
-    heatmaps: Heatmaps | None = None
-    stages: list[StageKeypoints] | None = Field(None, description="with stages=true")
+    persons: list[Person] = Field(
+        description="every person found, most prominent first (detector score × box area); empty when "
+                    "the detector finds nobody — no skeleton is ever invented")
+    crop: list[float] | None = Field(description="the first person's crop (as before persons existed); "
+                                                 "null when no person was found")
+    keypoints: list[Keypoint] | None = Field(description="the first person's keypoints; null when no "
+                                                         "person was found")
+    heatmaps: Heatmaps | None = Field(None, description="the first person's heatmaps")
+    stages: list[StageKeypoints] | None = Field(None, description="the first person's stages (stages=true)")
     timing_ms: Timing
 
 
@@ -80,8 +99,22 @@ class ModelInfo(BaseModel):
     providers: list[str]
 
 
+class DetectorInfo(BaseModel):
+    id: str
+    architecture: str
+    input_size: int
+    classes: list[str]
+    score_threshold: float = Field(description="default min_person_score")
+    iou_threshold: float = Field(description="non-maximum suppression IoU")
+    origin: str
+    licence: str
+    providers: list[str]
+
+
 class ModelsResponse(BaseModel):
-    models: list[ModelInfo]
+    models: list[ModelInfo] = Field(description="the pose models")
+    detector: DetectorInfo | None = Field(None, description="the person detector in front of them; null "
+                                                            "when none is loaded (then send bbox or detect=false)")
     unavailable: dict[str, str] = Field(default_factory=dict, description="id → load error")
     skipped: dict[str, str] = Field(
         default_factory=dict, description="id → why this server does not serve it, e.g. an fp16 "
@@ -100,5 +133,7 @@ class ErrorResponse(BaseModel):
 
 class CompareResponse(BaseModel):
     image: ImageSize
+    persons_detected: int | None = Field(
+        None, description="people the detector found (detected once; every model runs on the same boxes)")
     results: list[PoseResponse] = Field(description="one result per served model (heatmaps omitted)")
     total_ms: float

@@ -14,7 +14,7 @@ and, for the service (a real uvicorn server on loopback, one keep-alive client):
 - HTTP p50 with ``heatmaps=none`` and ``heatmaps=png`` ÷ the bare onnxruntime p50, for a
   typical photo (the first LSP test image) and a worst-case JPEG (400×300 of noise, which
   no DCT compresses: the costliest decode per pixel),
-- where the time of one request goes: bare inference, image decode/crop (``app.pose.
+- where the time of one request goes: bare inference, image decode/crop (``app.pipeline.
   preprocess`` timed alone), the HTTP round-trip floor (``GET /healthz``), the rest,
 - throughput at 1/2/4/8 concurrent clients, with and without micro-batching.
 
@@ -72,22 +72,23 @@ def matmul_peak_gflops() -> float:
     return 2 * 1024**3 / best / 1e9
 
 
-def torch_latency(manifest: dict, threads: int, n: int) -> float | None:
+def torch_latency(manifest, threads: int, n: int) -> float | None:
     """PyTorch eager p50 of the same inference graph on CPU, or None without torch."""
     try:
         import torch
 
         from models.architectures import build_model
+        from models.checkpoint import builder_options
         from models.inference import InferenceGraph
     except ImportError:
         return None
     torch.set_num_threads(threads)
-    width = manifest.get("training", {}).get("width")
-    kwargs = {"width": width} if width else {}
-    arch = manifest.get("base_model", manifest["id"])  # variants: the fp32 architecture
-    model = InferenceGraph(build_model(arch, input_size=manifest["input"]["size"], **kwargs),
-                           flip_test=bool(manifest.get("flip_test"))).eval()
-    x = torch.zeros(1, 3, manifest["input"]["size"], manifest["input"]["size"])
+    training = manifest.training or {}
+    options = builder_options({"arch": training.get("arch"), "width": training.get("width")})
+    arch = manifest.base_model or manifest.id  # variants: the fp32 architecture
+    size = manifest.input.size
+    model = InferenceGraph(build_model(arch, input_size=size, **options), flip_test=manifest.flip_test).eval()
+    x = torch.zeros(1, 3, size, size)
     with torch.inference_mode():
         return percentile(timed(lambda: model(x), n), 50)
 
@@ -119,15 +120,16 @@ class Server:
     per model (0 = the service's own defaults, derived from the CPU quota)."""
 
     def __init__(self, model_dir: Path, threads: int, pool: int = 1, source: Path | None = None,
-                 **extra_env: str) -> None:
+                 graceful_timeout: int = 20, **extra_env: str) -> None:
         """``source``: serve the code of another checkout of this project (A/B comparisons)."""
         self.port = free_port()
         env = dict(os.environ, POSE_MODEL_DIR=str(Path(model_dir).resolve()), POSE_POOL_SIZE=str(pool),
                    POSE_INTRA_OP_THREADS=str(threads), POSE_MAX_QUEUE="64", **extra_env)
         if source is not None:
             env["PYTHONPATH"] = str(Path(source).resolve())
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
-                                      "--port", str(self.port)], env=env, cwd=source,
+        self.proc = subprocess.Popen([sys.executable, "-m", "poseserve", "serve", "--host", "127.0.0.1",
+                                      "--port", str(self.port), "--graceful-timeout", str(graceful_timeout)],
+                                     env=env, cwd=source,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         for _ in range(300):
@@ -176,8 +178,10 @@ class Client:
         return self.request("POST", path, body,
                             {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
-    def pose(self, model: str, image: bytes, heatmaps: str = "none") -> dict:
-        status, body = self.post_image(f"/pose?model={model}&heatmaps={heatmaps}", image)
+    def pose(self, model: str, image: bytes, heatmaps: str = "none", params: str = "detect=false") -> dict:
+        """One /pose request. ``detect=false`` by default: the pose model on the whole image,
+        so these numbers compare with the bare pose graph (benchmarks/people.py measures detection)."""
+        status, body = self.post_image(f"/pose?model={model}&heatmaps={heatmaps}&{params}", image)
         if status != 200:
             raise RuntimeError(f"/pose answered {status}: {body[:200]!r}")
         return json.loads(body)
@@ -197,7 +201,7 @@ def throughput(port: int, image: bytes, model: str, clients: int, seconds: float
     def worker(i: int) -> None:
         client = Client(port)
         while time.perf_counter() < stop:
-            status, _ = client.post_image(f"/pose?model={model}&heatmaps=none", image)
+            status, _ = client.post_image(f"/pose?model={model}&heatmaps=none&detect=false", image)
             done[i] += status == 200
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
@@ -212,7 +216,7 @@ def throughput(port: int, image: bytes, model: str, clients: int, seconds: float
 @dataclass
 class ModelResult:
     id: str
-    manifest: dict
+    manifest: "PoseManifest"
     ort: list[float]  # bare run(), batch 1, seconds
     ort_bound: list[float]  # run_with_iobinding
     ort_batch8: float
@@ -228,7 +232,7 @@ class ModelResult:
 
 def measure_model(path: Path, settings, client: Client, images: dict[str, bytes], n: int,
                   threads: int) -> ModelResult | None:
-    from app import pose
+    from app import pipeline as pose
     from app.imaging import open_image, oriented_size
     from app.registry import ModelSkipped, load_model
 
@@ -237,7 +241,8 @@ def measure_model(path: Path, settings, client: Client, images: dict[str, bytes]
     except ModelSkipped:
         return None
     session = m.pool.sessions[0]
-    boxes = {label: pose.crop_for(m, oriented_size(open_image(data, settings.max_pixels)), None)
+    boxes = {label: [pose.crop_for(m, pose.PersonBox((0, 0, *oriented_size(open_image(data, settings.max_pixels))),
+                                                     whole_image=True))]
              for label, data in images.items()}
     x1 = pose.preprocess(m, images["photo"], boxes["photo"])  # a real crop, as the service feeds
     bound_run = iobinding_runner(session, x1)
@@ -321,11 +326,11 @@ def report(results: list[ModelResult], images: dict[str, bytes], floor: float, d
              "## Models (bare onnxruntime, session options as the service's)", ""]
     lines += table(["model", "params", "GFLOPs", "ORT p50 ms (batch 1)", "ORT p95 ms", "IOBinding p50 ms",
                     "img/s at batch 8", "PyTorch eager ÷ ORT", "achieved GFLOP/s (% of matmul peak)"],
-                   [[r.id, f"{r.manifest['params'] / 1e6:.2f} M", f"{r.manifest['flops'] / 1e9:.3f}",
+                   [[r.id, f"{r.manifest.params / 1e6:.2f} M", f"{r.manifest.flops / 1e9:.3f}",
                      ms(r.ort_p50), ms(percentile(r.ort, 95)), ms(percentile(r.ort_bound, 50)),
                      f"{8 / r.ort_batch8:.0f}", x(r.eager, r.ort_p50) if r.eager else "n/a",
-                     f"{r.manifest['flops'] / r.ort_p50 / 1e9:.1f} "
-                     f"({100 * r.manifest['flops'] / r.ort_p50 / 1e9 / peak:.0f}%)"] for r in results])
+                     f"{r.manifest.flops / r.ort_p50 / 1e9:.1f} "
+                     f"({100 * r.manifest.flops / r.ort_p50 / 1e9 / peak:.0f}%)"] for r in results])
     lines += ["", "## Service latency ÷ bare onnxruntime (real HTTP server on loopback, one client)", "",
               "*without decode* = (HTTP p50 − the image's decode/crop time measured alone) ÷ ORT p50: the "
               "service's own overhead, the part a faster server could remove.", ""]
@@ -365,6 +370,7 @@ def report(results: list[ModelResult], images: dict[str, bytes], floor: float, d
 
 def main(args: argparse.Namespace) -> None:
     from app.settings import Settings
+    from benchmarks import people
 
     images = default_images(args.image, args.data)
     settings = Settings(model_dir=args.model_dir, pool_size=1, intra_op_threads=args.threads, device=args.device)
@@ -380,9 +386,10 @@ def main(args: argparse.Namespace) -> None:
                 results.append(r)
                 print(r.id, f"ort {r.ort_p50 * 1e3:.2f} ms, http {r.http['photo/none'] * 1e3:.2f} ms", flush=True)
         floor = percentile(timed(lambda: client.get("/healthz"), args.n), 50)
+        default = "hourglass" if "hourglass" in served else next(iter(served))
+        people_lines = people.section(client, args.model_dir, default, args.data, args.n, args.threads)
     finally:
         server.close()
-    default = "hourglass" if "hourglass" in served else next(iter(served))
     conc, conc_batched = [], []
     for env, out in (({}, conc), ({"POSE_MICRO_BATCH": "8", "POSE_MICRO_BATCH_WAIT_MS": "2"}, conc_batched)):
         # throughput with the service's default pool and threads, as deployed
@@ -392,7 +399,7 @@ def main(args: argparse.Namespace) -> None:
         finally:
             loaded.close()
     text = report(results, images, floor, default, conc, conc_batched, peak, args.threads,
-                  served[default], args.n, args.seconds)
+                  served[default], args.n, args.seconds) + "\n".join(people_lines) + "\n"
     Path(args.out).write_text(text)
     print(text)
 

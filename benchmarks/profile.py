@@ -30,7 +30,7 @@ from benchmarks.bench import Client, Server, add_common_arguments, default_image
 # sample's stack wins, so the order runs from the most specific to the most general.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("onnxruntime inference (Session.run)", ("onnxruntime/capi/onnxruntime_inference_collection.py",)),
-    ("image decode, crop, normalise (app.pose.preprocess)", ("preprocess (app/pose.py",)),
+    ("image decode, crop, normalise (app.pipeline.preprocess)", ("preprocess (app/pipeline.py",)),
     ("multipart parsing (python-multipart via Starlette)", ("_get_form (starlette/requests.py",)),
     ("FastAPI parameter solving and validation", ("solve_dependencies (fastapi/dependencies/utils.py",)),
     ("endpoint code: checks, keypoints, response JSON (app/main.py)", ("estimate_pose (app/main.py",)),

@@ -8,53 +8,29 @@ sha256 of the graph so a swapped or corrupted file is caught at load time.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import argparse
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.architectures import PAPERS, build_model
-from models.data import CROP_MARGIN
-from models.inference import HEATMAP_STRIDE, InferenceGraph, output_names
+from models.architectures import ARCHITECTURES
+from models.checkpoint import Checkpoint, load_checkpoint
+from models.heatmaps import HEATMAP_STRIDE
+from models.inference import InferenceGraph, output_names
 from models.keypoints import FLIP_PERMUTATION, KEYPOINT_NAMES, SKELETON
+from models.manifest import InputSpec, PoseManifest, sha256_file
+from models.runtime import create_session
+from models.transforms import CROP_MARGIN
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 # fp16 graphs are compared with the float32 PyTorch model: the gap is half precision's own
 # rounding (measured ≈ 5e-4 on heatmaps), not an export error, so the bar is wider.
 FP16_PARITY_TOLERANCE = 1e-2
-
-
-@dataclass
-class Checkpoint:
-    model: nn.Module
-    config: dict
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    state: dict
-
-
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Rebuild the architecture a checkpoint was trained with and load its weights."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = ckpt["config"]
-    kwargs = {"width": cfg["width"]} if cfg.get("width") else {}
-    model = build_model(cfg["model"], input_size=cfg["input_size"], **kwargs)
-    model.load_state_dict(ckpt["model"])
-    return Checkpoint(model.eval(), cfg, tuple(ckpt["mean"]), tuple(ckpt["std"]), ckpt["state"])
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models" / "onnx"
 
 
 def count_flops(model: nn.Module, input_size: int) -> int:
@@ -111,10 +87,9 @@ def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[i
     flip between cells; those must agree on ≥ ``min_agreement`` of joints.
     """
     import onnx
-    import onnxruntime as ort
 
     onnx.checker.check_model(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = create_session(path)
     names = output_names(model.output_kind)
     graph = InferenceGraph(model, flip_test).eval()
     gen = torch.Generator().manual_seed(seed)
@@ -139,76 +114,79 @@ def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[i
     return worst
 
 
-def build_manifest(model_id: str, ckpt: Checkpoint, onnx_path: Path, parity: float,
-                   accuracy: dict | None = None, flip_test: bool = False) -> dict:
-    model, size = ckpt.model, ckpt.config["input_size"]
-    stride = getattr(model, "stride", HEATMAP_STRIDE)
+def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float,
+                   accuracy: dict | None = None, flip_test: bool = False) -> PoseManifest:
+    model, size = ckpt.model, ckpt.input_size
     outputs = describe_outputs(model, size)
-    return {
-        "id": model_id,
-        "architecture": type(model).__name__,
-        "paper": PAPERS[ckpt.config["model"]],
-        "onnx": onnx_path.name,
-        "sha256": sha256_file(onnx_path),
-        "opset": OPSET,
-        "params": sum(p.numel() for p in model.parameters()),
-        "flops": count_flops(model, size) * (2 if flip_test else 1),
-        "flip_test": flip_test,
-        "input": {"name": "image", "shape": ["batch", 3, size, size], "size": size,
-                  "layout": "NCHW", "color": "RGB", "scale": "pixel / 255",
-                  "mean": list(ckpt.mean), "std": list(ckpt.std),
-                  "crop_margin": CROP_MARGIN,
-                  "crop": "square of side crop_margin * max(w, h) centred on the person box"},
-        "output_kind": model.output_kind,
-        "heatmap_stride": stride,
-        "heatmap_source": "predicted" if model.output_kind == "heatmaps" else "rendered",
-        "coordinates": "normalised to the crop: (0,0) top-left corner, (1,1) bottom-right",
-        "stages": outputs["stage_keypoints"]["shape"][1],
-        "outputs": outputs,
-        "keypoints": list(KEYPOINT_NAMES),
-        "skeleton": [list(e) for e in SKELETON],
-        "flip_permutation": list(FLIP_PERMUTATION),
-        "parity_max_abs_error": parity,
-        "training": {"data": "LSP im0001-im1000 + LSPET (last 300 held out for validation)",
-                     **{k: ckpt.config[k] for k in ("width", "batch", "lr", "minutes", "cache") if k in ckpt.config},
-                     "epochs": ckpt.state.get("epoch"),
-                     "steps": ckpt.state.get("step"),
-                     "train_minutes": round(ckpt.state.get("elapsed", 0) / 60, 1)},
-        "accuracy": accuracy,
-    }
+    return PoseManifest(
+        id=ckpt.arch_id, architecture=type(model).__name__, paper=ARCHITECTURES[ckpt.arch_id].paper,
+        onnx=onnx_path.name, sha256=sha256_file(onnx_path), opset=OPSET,
+        params=sum(p.numel() for p in model.parameters()),
+        flops=count_flops(model, size) * (2 if flip_test else 1), flip_test=flip_test,
+        input=InputSpec(shape=["batch", 3, size, size], size=size, mean=ckpt.mean, std=ckpt.std,
+                        crop_margin=CROP_MARGIN),
+        output_kind=model.output_kind, heatmap_stride=getattr(model, "stride", HEATMAP_STRIDE),
+        heatmap_source="predicted" if model.output_kind == "heatmaps" else "rendered",
+        coordinates="normalised to the crop: (0,0) top-left corner, (1,1) bottom-right",
+        stages=outputs["stage_keypoints"]["shape"][1], outputs=outputs,
+        keypoints=list(KEYPOINT_NAMES), skeleton=[tuple(e) for e in SKELETON],
+        flip_permutation=list(FLIP_PERMUTATION), pretrained=ckpt.config.get("pretrained"),
+        parity_max_abs_error=parity,
+        training={"data": "LSP im0001-im1000 + LSPET (last 300 held out for validation)",
+                  **{k: ckpt.config[k] for k in ("arch", "input_size", "batch", "lr", "minutes", "bf16",
+                                                 "cache", "init") if ckpt.config.get(k) is not None},
+                  "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
+                  "train_minutes": round(ckpt.state.get("elapsed", 0) / 60, 1)},
+        accuracy=accuracy)
 
 
-def export_checkpoint(model_id: str, checkpoint: Path, out_dir: Path,
-                      accuracy: dict | None = None, flip_test: bool = False) -> dict:
-    """The ``poseserve export`` command: checkpoint → ``<id>.onnx`` + ``<id>.json``."""
-    return export_model(model_id, load_checkpoint(checkpoint), out_dir, accuracy, flip_test)
-
-
-def export_model(model_id: str, ckpt: Checkpoint, out_dir: Path, accuracy: dict | None = None,
-                 flip_test: bool = False, fp16: bool = False) -> dict:
-    """Export, check parity (raises above the tolerance), write the manifest.
+def export_model(ckpt: Checkpoint, out_dir: Path, accuracy: dict | None = None,
+                 flip_test: bool = False, fp16: bool = False) -> PoseManifest:
+    """Export, check parity (raises above the tolerance), write ``<id>.onnx`` + ``<id>.json``.
 
     ``fp16`` writes ``<id>-fp16.onnx`` instead: the half-precision variant for the CUDA
     provider. Its manifest says ``requires_provider: CUDAExecutionProvider``, so a
     CPU-only server skips it: onnxruntime's CPU provider runs most fp16 kernels by casting
     back to float32, slower than the float32 graph, for nothing.
     """
-    size = ckpt.config["input_size"]
-    variant_id = f"{model_id}-fp16" if fp16 else model_id
-    onnx_path = out_dir / f"{variant_id}.onnx"
+    size = ckpt.input_size
+    name = f"{ckpt.arch_id}-fp16" if fp16 else ckpt.arch_id
+    onnx_path = out_dir / f"{name}.onnx"
     export_onnx(ckpt.model, onnx_path, size, flip_test, fp16)
     parity = check_parity(ckpt.model, onnx_path, size, flip_test=flip_test,
                           min_agreement=0.95 if fp16 else 0.99)
     if parity > (FP16_PARITY_TOLERANCE if fp16 else PARITY_TOLERANCE):
-        raise AssertionError(f"{variant_id}: ONNX differs from PyTorch float32 by {parity:.2e}")
-    manifest = build_manifest(model_id, ckpt, onnx_path, parity, accuracy, flip_test)
+        raise AssertionError(f"{name}: ONNX differs from PyTorch float32 by {parity:.2e}")
+    manifest = build_manifest(ckpt, onnx_path, parity, accuracy, flip_test)
     if fp16:
-        manifest.update(id=variant_id, variant="fp16", base_model=model_id,
-                        precision="network in float16; input, flip averaging and decoding in float32",
-                        requires_provider="CUDAExecutionProvider")
-    write_manifest(out_dir / f"{variant_id}.json", manifest)
+        manifest = manifest.variant_of(
+            "fp16", onnx_path, precision="network in float16; input, flip averaging and decoding in float32",
+            requires_provider="CUDAExecutionProvider")
+    manifest.save(out_dir / f"{name}.json")
     return manifest
 
 
-def write_manifest(path: Path, manifest: dict) -> None:
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+def refuse_shipped(out_dir: Path, force: bool) -> None:
+    """A newcomer's ``export --out models/onnx`` must not silently replace a released model."""
+    if out_dir.resolve() == SHIPPED_DIR and not force:
+        raise SystemExit(f"refusing to write into the shipped model directory {out_dir}: "
+                         "`poseserve release` does that with measured accuracy; pass --force to override")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, choices=(*ARCHITECTURES, "all"))
+    p.add_argument("--checkpoint", type=Path, help="default runs/<model>/checkpoint.pt")
+    p.add_argument("--out", type=Path, default=Path("runs/export"),
+                   help="output folder (default runs/export; models/onnx needs --force)")
+    p.add_argument("--flip-test", action="store_true",
+                   help="average with the mirrored image's prediction (2x the compute)")
+    p.add_argument("--force", action="store_true", help="allow writing into models/onnx")
+
+
+def main(args: argparse.Namespace) -> None:
+    """``poseserve export``: checkpoint → ONNX + manifest, with a parity check."""
+    refuse_shipped(args.out, args.force)
+    for arch_id in (ARCHITECTURES if args.model == "all" else (args.model,)):
+        checkpoint = args.checkpoint or Path("runs") / arch_id / "checkpoint.pt"
+        m = export_model(load_checkpoint(checkpoint), args.out, flip_test=args.flip_test)
+        print(f"{arch_id}: {args.out / m.onnx} params={m.params} parity={m.parity_max_abs_error:.2e}")

@@ -7,23 +7,21 @@ Calibration uses crops from the training split of the crop cache (never the test
 """
 from __future__ import annotations
 
-import json
+import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import sha256_file, write_manifest
+from models.manifest import PoseManifest, load_manifest
+from models.transforms import normalise
 
 
 class CropReader:
     """Feeds normalised training crops to onnxruntime's calibrator, one batch of 1 at a time."""
 
-    def __init__(self, crops: np.ndarray, manifest: dict) -> None:
-        spec = manifest["input"]
-        mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
-        x = (crops.astype(np.float32) / 255.0 - mean) / std
-        self.batches = iter(np.ascontiguousarray(x.transpose(0, 3, 1, 2))[:, None])
+    def __init__(self, crops: np.ndarray, manifest: PoseManifest) -> None:
+        self.batches = iter(normalise(crops, manifest.input.mean, manifest.input.std)[:, None])
 
     def get_next(self) -> dict | None:
         batch = next(self.batches, None)
@@ -56,7 +54,7 @@ def quantize_int8(onnx_path: Path, crops: np.ndarray) -> Path:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    manifest = json.loads(onnx_path.with_suffix(".json").read_text())
+    manifest = load_manifest(onnx_path.with_suffix(".json"))
     out = onnx_path.with_name(f"{onnx_path.stem}-int8.onnx")
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -65,10 +63,27 @@ def quantize_int8(onnx_path: Path, crops: np.ndarray) -> Path:
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=CalibrationMethod.MinMax)
-    variant = dict(manifest, id=f"{manifest['id']}-int8", onnx=out.name, sha256=sha256_file(out),
-                   variant="int8", base_model=manifest["id"], accuracy=None,
-                   quantization="static QDQ, per-channel int8 weights, uint8 activations, "
-                                f"MinMax calibration on {len(crops)} LSP/LSPET training crops")
-    variant.pop("parity_max_abs_error", None)
-    write_manifest(out.with_suffix(".json"), variant)
+    manifest.variant_of("int8", out, accuracy=None, parity_max_abs_error=None,
+                        quantization="static QDQ, per-channel int8 weights, uint8 activations, "
+                                     f"MinMax calibration on {len(crops)} LSP/LSPET training crops"
+                        ).save(out.with_suffix(".json"))
     return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from models.architectures import ARCHITECTURES
+
+    p.add_argument("--model", required=True, choices=(*ARCHITECTURES, "all"))
+    p.add_argument("--onnx-dir", type=Path, default=Path("runs/export"))
+    p.add_argument("--cache", type=Path, default=Path("cache/lsp180.npz"))
+    p.add_argument("--count", type=int, default=256, help="calibration crops")
+
+
+def main(args: argparse.Namespace) -> None:
+    """``poseserve quantize``: ``<id>-int8.onnx`` next to ``<id>.onnx``, calibrated on training crops."""
+    from models.architectures import ARCHITECTURES
+
+    for arch_id in (ARCHITECTURES if args.model == "all" else (args.model,)):
+        path = args.onnx_dir / f"{arch_id}.onnx"
+        size = load_manifest(path.with_suffix(".json")).input.size
+        print(quantize_int8(path, calibration_crops(args.cache, size, args.count)))

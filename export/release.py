@@ -1,8 +1,11 @@
 """``poseserve release``: checkpoints → the shipped model directory, measured end to end.
 
-1. export every architecture from ``runs/<id>/checkpoint.pt`` (parity-checked),
-2. ``poseserve report``: evaluate each on the LSP test half, write the accuracy into its
-   manifest and regenerate docs/accuracy.md with plots,
+1. export each architecture (``--models``, default all) from ``runs/<id>/checkpoint.pt``,
+   or from its released weights ``models/weights/<id>.pt`` when no run exists
+   (parity-checked), and release the weights themselves (without optimiser state) so
+   later runs can resume or fine-tune from them (``poseserve train --init``),
+2. ``poseserve report``: evaluate every shipped model on the LSP test half and coco_dev,
+   write the accuracy into its manifest and regenerate docs/accuracy.md with plots,
 3. int8: quantize each, evaluate it, time it against fp32 in the same process, and keep
    the variant only where the PCK@0.2 drop is ≤ 2 points *and* it is faster; the
    decision table goes to docs/int8.md.
@@ -12,33 +15,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import (
-    export_checkpoint,
-    export_model,
-    load_checkpoint,
-    write_manifest,
-)
+from export import report
+from export.onnx_export import SHIPPED_DIR, export_model
 from export.quantize import calibration_crops, quantize_int8
+from models.architectures import ARCHITECTURES
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.evaluate import accuracy_summary, evaluate
+from models.manifest import PoseManifest, load_manifest
+from models.runtime import create_session
+from models.train import RELEASED_WEIGHTS
 
-ARCHITECTURES = ("deeppose", "tompson", "cpm", "ief", "hourglass")
 MAX_PCK_DROP = 0.02  # int8
 MAX_FP16_DROP = 0.01
 
 
 def p50_latency(path: Path, size: int, runs: int = 200) -> float:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = create_session(path, threads=1)
     x = {"image": np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32)}
     for _ in range(10):
         session.run(None, x)
@@ -54,7 +52,7 @@ def p50_latency(path: Path, size: int, runs: int = 200) -> float:
 class VariantMeasurement:
     """A reduced-precision variant next to its float32 base, measured in one run."""
 
-    manifest: dict  # the variant's manifest, with its measured accuracy filled in
+    manifest: PoseManifest  # the variant's manifest, with its measured accuracy filled in
     pck_fp32: float
     pck: float
     p50_fp32_s: float
@@ -72,23 +70,23 @@ class VariantMeasurement:
 
 def measure_variant(fp32: Path, variant: Path, data: str | None, limit: int) -> VariantMeasurement:
     """PCK of the variant through the serving preprocessing, and both p50s timed alternately."""
-    manifest = json.loads(fp32.with_suffix(".json").read_text())
-    size = manifest["input"]["size"]
-    result = evaluate(manifest["id"], data=data, onnx_path=variant, limit=limit)
-    variant_manifest = json.loads(variant.with_suffix(".json").read_text())
-    variant_manifest["accuracy"] = accuracy_summary(result)
+    manifest = load_manifest(fp32.with_suffix(".json"))
+    size = manifest.input.size
+    result = evaluate(manifest.id, data=data, onnx_path=variant, limit=limit)
+    variant_manifest = load_manifest(variant.with_suffix(".json"))
+    variant_manifest.accuracy = accuracy_summary(result)
     t32, tv = [], []
     for _ in range(3):  # interleaved so both see the same machine load
         t32.append(p50_latency(fp32, size))
         tv.append(p50_latency(variant, size))
-    return VariantMeasurement(variant_manifest, manifest["accuracy"]["pck@0.2"], result["pck@0.2"],
+    return VariantMeasurement(variant_manifest, manifest.accuracy["pck@0.2"], result["pck@0.2"],
                               float(np.median(t32)), float(np.median(tv)))
 
 
 def decide(variant: Path, model_id: str, m: VariantMeasurement, ship: bool, rows: list[str]) -> None:
     """Keep the variant (its manifest now with its measured accuracy) or delete it; log the row."""
     if ship:
-        write_manifest(variant.with_suffix(".json"), m.manifest)
+        m.manifest.save(variant.with_suffix(".json"))
     else:
         variant.unlink()
         variant.with_suffix(".json").unlink()
@@ -100,15 +98,16 @@ TABLE_HEADER = [("| model | PCK@0.2 fp32 | PCK@0.2 {v} | drop (points) | CPU p50
                  "| {v} ÷ fp32 | shipped |"), "|---|---|---|---|---|---|---|---|"]
 
 
-def release_int8(onnx_dir: Path, cache: Path, data: str | None, docs: Path, limit: int = 0) -> list[str]:
+def release_int8(onnx_dir: Path, cache: Path, data: str | None, docs: Path, models: list[str],
+                 limit: int = 0) -> list[str]:
     rows = [line.format(v="int8") for line in TABLE_HEADER]
-    for model_id in ARCHITECTURES:
+    for model_id in models:
         fp32 = onnx_dir / f"{model_id}.onnx"
-        size = json.loads(fp32.with_suffix(".json").read_text())["input"]["size"]
+        size = load_manifest(fp32.with_suffix(".json")).input.size
         int8 = quantize_int8(fp32, calibration_crops(cache, size))
         m = measure_variant(fp32, int8, data, limit)
         ship = m.drop <= MAX_PCK_DROP and m.p50_s < m.p50_fp32_s
-        m.manifest["int8_decision"] = {"pck_drop": round(m.drop, 4), "p50_ms_fp32": round(m.p50_fp32_s * 1e3, 3),
+        m.manifest.int8_decision = {"pck_drop": round(m.drop, 4), "p50_ms_fp32": round(m.p50_fp32_s * 1e3, 3),
                                        "p50_ms_int8": round(m.p50_s * 1e3, 3), "shipped": ship}
         decide(int8, model_id, m, ship, rows)
     (docs / "int8.md").write_text(
@@ -120,17 +119,17 @@ def release_int8(onnx_dir: Path, cache: Path, data: str | None, docs: Path, limi
     return rows
 
 
-def release_fp16(onnx_dir: Path, runs: Path, data: str | None, docs: Path, limit: int = 0) -> list[str]:
+def release_fp16(onnx_dir: Path, data: str | None, docs: Path, models: list[str], limit: int = 0) -> list[str]:
     """fp16 variants for the CUDA provider, exported from the checkpoints the fp32 graphs came from.
 
     Shipped where the PCK drop is ≤ 1 point. Their CPU latency is recorded but is no
     criterion: on CPU they are skipped by the registry (see ``export_model``).
     """
     rows = [line.format(v="fp16") for line in TABLE_HEADER]
-    for model_id in ARCHITECTURES:
+    for model_id in models:
         fp32 = onnx_dir / f"{model_id}.onnx"
-        flip_test = bool(json.loads(fp32.with_suffix(".json").read_text()).get("flip_test"))
-        export_model(model_id, load_checkpoint(runs / model_id / "checkpoint.pt"), onnx_dir,
+        flip_test = load_manifest(fp32.with_suffix(".json")).flip_test
+        export_model(load_checkpoint(RELEASED_WEIGHTS / f"{model_id}.pt"), onnx_dir,
                      flip_test=flip_test, fp16=True)
         fp16 = onnx_dir / f"{model_id}-fp16.onnx"
         m = measure_variant(fp32, fp16, data, limit)
@@ -148,24 +147,36 @@ def release_fp16(onnx_dir: Path, runs: Path, data: str | None, docs: Path, limit
     return rows
 
 
-def main(args: argparse.Namespace) -> None:
-    from models import report
+def checkpoint_for(model_id: str, runs: Path) -> Path:
+    """The run's checkpoint when there is one, else the released weights."""
+    run = runs / model_id / "checkpoint.pt"
+    return run if run.exists() else RELEASED_WEIGHTS / f"{model_id}.pt"
 
-    for model_id in ARCHITECTURES:
-        export_checkpoint(model_id, args.runs / model_id / "checkpoint.pt", args.onnx_dir,
-                          flip_test=args.flip_test)
+
+def main(args: argparse.Namespace) -> None:
+    models = args.models or list(ARCHITECTURES)
+    for model_id in models:
+        ckpt = load_checkpoint(checkpoint_for(model_id, args.runs))
+        if args.onnx_dir.resolve() == SHIPPED_DIR:
+            save_checkpoint(RELEASED_WEIGHTS / f"{model_id}.pt", ckpt, with_optimizer=False)
+        export_model(ckpt, args.onnx_dir, flip_test=args.flip_test)
+        for variant in ("int8", "fp16"):  # stale until re-decided below
+            for suffix in (".onnx", ".json"):
+                (args.onnx_dir / f"{model_id}-{variant}{suffix}").unlink(missing_ok=True)
     report.main(argparse.Namespace(onnx_dir=args.onnx_dir, runs=args.runs, data=args.data, out=args.docs,
                                    limit=args.limit))
     if not args.skip_int8:
-        release_int8(args.onnx_dir, args.cache, args.data, args.docs, args.limit)
+        release_int8(args.onnx_dir, args.cache, args.data, args.docs, models, args.limit)
     if not args.skip_fp16:
-        release_fp16(args.onnx_dir, args.runs, args.data, args.docs, args.limit)
+        release_fp16(args.onnx_dir, args.data, args.docs, models, args.limit)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", choices=sorted(ARCHITECTURES),
+                   help="architectures to (re)release; default all")
     p.add_argument("--runs", type=Path, default=Path("runs"))
-    p.add_argument("--onnx-dir", type=Path, default=Path("models/onnx"))
-    p.add_argument("--cache", type=Path, default=Path("cache/lsp96.npz"))
+    p.add_argument("--onnx-dir", type=Path, default=SHIPPED_DIR)
+    p.add_argument("--cache", type=Path, default=Path("cache/lsp180.npz"))
     p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
     p.add_argument("--docs", type=Path, default=Path("docs"))
     p.add_argument("--flip-test", action="store_true", help="export with test-time flip averaging")

@@ -6,10 +6,11 @@ and stored as one compact ``.npz``. Augmentation (scale, rotation, flip with the
 left/right swap, colour jitter) then runs on whole batches with ``affine_grid`` /
 ``grid_sample``, which costs little next to the forward pass.
 
-The crops are made by ``app.imaging.crop_square``, the function the service uses.
+The crops are made by ``models.transforms.crop_square``, the function the service uses.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -19,11 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.imaging import CropBox, crop_square
 from models.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS
+from models.transforms import CROP_MARGIN, PAD_RGB, CropBox, crop_square, person_box
 
-# The model sees a square of side CROP_MARGIN x the person's joint extent.
-CROP_MARGIN = 1.25
 # The cache keeps more context than that, so scale/rotation augmentation has real pixels.
 CACHE_MARGIN = 1.75
 LSP_TRAIN = range(0, 1000)      # im0001-im1000
@@ -65,15 +64,6 @@ def load_lspet(root: Path) -> list[Sample]:
     arr = _loadmat(root / "lspet" / "joints.mat").transpose(2, 0, 1)  # N x 14 x 3
     return [Sample(str(root / "lspet" / "images" / f"im{i + 1:05d}.jpg"), a[:, :2].copy(),
                    (a[:, 2] > 0.5) & (a[:, 0] > 0) & (a[:, 1] > 0)) for i, a in enumerate(arr)]
-
-
-def person_box(joints: np.ndarray, valid: np.ndarray) -> tuple[float, float, float, float]:
-    """Tight (x, y, w, h) box around the annotated joints (at least 8 px each way)."""
-    pts = joints[valid] if valid.any() else joints
-    lo, hi = pts.min(0), pts.max(0)
-    w, h = max(hi[0] - lo[0], 8.0), max(hi[1] - lo[1], 8.0)
-    cx, cy = (lo + hi) / 2
-    return cx - w / 2, cy - h / 2, w, h
 
 
 def splits(root: Path) -> dict[str, list[Sample]]:
@@ -155,7 +145,7 @@ def make_batch(split: CachedSplit, index: np.ndarray, size: int, mean: tuple[flo
                       np.stack([sin * sign, cos, shift[:, 1]], 1)], 1)
     theta_t = torch.from_numpy(theta).float()
     grid = F.affine_grid(theta_t, [n, 3, size, size], align_corners=False)
-    pad = torch.tensor([124, 116, 104]).view(1, 3, 1, 1) / 255.0
+    pad = torch.tensor(PAD_RGB).view(1, 3, 1, 1) / 255.0
     out = F.grid_sample(images - pad, grid, mode="bilinear", padding_mode="zeros",
                         align_corners=False) + pad
     # Joints: in [-1,1] input coords p = 2u - 1; output q = A^-1 (p - t).
@@ -174,3 +164,15 @@ def make_batch(split: CachedSplit, index: np.ndarray, size: int, mean: tuple[flo
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
     return (out - m) / s, joints, valid
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
+    p.add_argument("--out", type=Path, default=Path("cache/lsp180.npz"))
+    p.add_argument("--size", type=int, default=180,
+                   help="cached crop side; ≥ input size × CACHE_MARGIN / CROP_MARGIN keeps real pixels")
+
+
+def main(args: argparse.Namespace) -> None:
+    """``poseserve cache``."""
+    print(build_cache(data_dir(args.data), args.out, args.size))

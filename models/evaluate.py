@@ -1,104 +1,203 @@
-"""``poseserve eval``: PCK on the LSP test half, through the serving preprocessing.
+"""``poseserve eval``: PCK on the LSP test half and on everyday photos (coco_dev).
 
-Each test photo is read from disk at its original size, cropped around the ground-truth
-person box with the manifest's margin by ``app.imaging.crop_square`` (as the service
-does with a ``bbox``), run through the ONNX graph or the PyTorch checkpoint, and the
-keypoints mapped back to image pixels, where PCK is measured. So the number measures
-exactly what ``POST /pose?bbox=…`` returns.
+Each photo is read from disk at its original size, cropped around the person box with
+the manifest's margin by ``models.transforms`` (as the service does with a ``bbox``),
+run through the ONNX graph or the PyTorch checkpoint, and the keypoints mapped back to
+image pixels, where PCK is measured. So the number measures exactly what
+``POST /pose?bbox=…`` returns.
+
+- LSP: the 1000 test photos, box = the tight box around the annotated joints.
+- coco_dev: every person with both torso joints labelled in the photos kept at their
+  original aspect ratio, box = COCO's person box; PCK over the 12 joints LSP and COCO
+  share (``LSP_TO_COCO``), torso = left shoulder to right hip as on LSP.
 """
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from app.imaging import CropBox, crop_square
-from models.data import data_dir, load_lsp, person_box, LSP_TEST
-from models.keypoints import KEYPOINT_NAMES
+from models.data import LSP_TEST, data_dir, load_lsp
+from models.keypoints import KEYPOINT_NAMES, LSP_TO_COCO, TORSO
+from models.manifest import PoseManifest, load_manifest
 from models.metrics import pck, pck_summary
+from models.runtime import create_session
+from models.transforms import CropBox, crop_square, normalise, person_box
 
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(0, 51))
 # What a manifest's "accuracy" keeps of an evaluation (the curves stay in docs/results/).
 ACCURACY_KEYS = ("dataset", "pck@0.2", "pck@0.1", "per_joint_pck@0.2", "per_stage_pck@0.2")
 
 
-def accuracy_summary(result: dict) -> dict:
-    """The part of an ``evaluate`` result that goes into the model's manifest."""
-    return {k: result[k] for k in ACCURACY_KEYS}
+@dataclass
+class Runner:
+    """A model as evaluation sees it: normalised NCHW batch → (N, T, K, 2) stage keypoints."""
+
+    run: Callable[[np.ndarray], np.ndarray]
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_margin: float
+    outputs: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None  # every named output (ONNX)
 
 
-def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
-    import onnxruntime as ort
+@dataclass
+class Person:
+    """One evaluated person: photo, box (x, y, w, h), LSP-order joints (14, 2) and mask."""
 
-    manifest = json.loads(path.with_suffix(".json").read_text())
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    path: str
+    box: tuple[float, float, float, float]
+    joints: np.ndarray
+    valid: np.ndarray
+
+
+def accuracy_summary(lsp: dict, coco: dict | None = None) -> dict:
+    """The part of the evaluations that goes into the model's manifest (LSP, + coco_dev)."""
+    summary = {k: lsp[k] for k in ACCURACY_KEYS}
+    if coco is not None:
+        summary["coco_dev"] = {k: coco[k] for k in ("dataset", "pck@0.2", "pck@0.1", "per_stage_pck@0.2")}
+    return summary
+
+
+def onnx_runner(path: Path) -> Runner:
+    manifest = load_manifest(path.with_suffix(".json"))
+    assert isinstance(manifest, PoseManifest), f"{path} is not a pose model"
+    session = create_session(path)
     names = [o.name for o in session.get_outputs()]
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        return dict(zip(names, session.run(None, {"image": batch})))["stage_keypoints"]
+    def outputs(batch: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(None, {"image": batch})))
 
-    return run, manifest["input"]
+    spec = manifest.input
+    return Runner(lambda batch: outputs(batch)["stage_keypoints"], spec.size, spec.mean, spec.std,
+                  spec.crop_margin, outputs)
 
 
-def _torch_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+def torch_runner(path: Path, flip_test: bool = False) -> Runner:
     import torch
 
-    from export.onnx_export import load_checkpoint
-    from models.data import CROP_MARGIN
+    from models.checkpoint import load_checkpoint
     from models.inference import InferenceGraph
+    from models.transforms import CROP_MARGIN
 
     ckpt = load_checkpoint(path)
-    graph = InferenceGraph(ckpt.model).eval()
+    graph = InferenceGraph(ckpt.model, flip_test=flip_test).eval()
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return graph(torch.from_numpy(batch))[1].numpy()
 
-    return run, {"size": ckpt.config["input_size"], "mean": ckpt.mean, "std": ckpt.std,
-                 "crop_margin": CROP_MARGIN}
+    return Runner(run, ckpt.input_size, ckpt.mean, ckpt.std, CROP_MARGIN)
 
 
-def evaluate(model_id: str, data: str | None = None, onnx_path: Path | None = None,
-             checkpoint: Path | None = None, limit: int = 0, batch: int = 50) -> dict:
-    run, spec = _onnx_runner(Path(onnx_path)) if onnx_path else _torch_runner(Path(checkpoint))
-    samples = [load_lsp(data_dir(data))[i] for i in LSP_TEST]
-    if limit:
-        samples = samples[:limit]
-    size, margin = int(spec["size"]), float(spec["crop_margin"])
-    mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
-    preds, gts, valids = [], [], []
-    for start in range(0, len(samples), batch):
-        chunk = samples[start:start + batch]
-        boxes = [CropBox.around(*person_box(s.joints, s.valid), margin) for s in chunk]
+def lsp_test_people(data: str | None = None) -> list[Person]:
+    return [Person(s.path, person_box(s.joints, s.valid), s.joints, s.valid)
+            for s in (load_lsp(data_dir(data))[i] for i in LSP_TEST)]
+
+
+def coco_dev_people(data: str | None = None, aspect_kept_only: bool = True) -> list[Person]:
+    """coco_dev people in LSP joint order (neck and head_top unlabelled), torso labelled."""
+    root = data_dir(data) / "coco_dev"
+    coco = json.loads((root / "person_keypoints.json").read_text())
+    images = {im["id"]: im for im in coco["images"]}
+    people = []
+    for ann in coco["annotations"]:
+        im = images[ann["image_id"]]
+        if ann.get("iscrowd") or (aspect_kept_only and im.get("aspect_kept") is False):
+            continue
+        kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
+        joints, valid = np.zeros((len(KEYPOINT_NAMES), 2)), np.zeros(len(KEYPOINT_NAMES), bool)
+        for lsp, c in LSP_TO_COCO.items():
+            joints[lsp], valid[lsp] = kp[c, :2], kp[c, 2] > 0
+        if valid[list(TORSO)].all():
+            people.append(Person(str(root / "images" / im["file_name"]), tuple(ann["bbox"]), joints, valid))
+    return people
+
+
+def predict(runner: Runner, people: list[Person], batch: int = 50) -> np.ndarray:
+    """(N, T, K, 2) stage keypoints in image pixels, through the serving crop."""
+    preds = []
+    for start in range(0, len(people), batch):
+        chunk = people[start:start + batch]
+        boxes = [CropBox.around(*p.box, runner.crop_margin) for p in chunk]
         crops = []
-        for s, box in zip(chunk, boxes):
-            with Image.open(s.path) as img:
-                crops.append(crop_square(img.convert("RGB"), box, size))
-        x = ((np.stack(crops).astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2)
-        stage_kp = run(np.ascontiguousarray(x))  # (N, T, K, 2) normalised
+        for p, box in zip(chunk, boxes):
+            with Image.open(p.path) as img:
+                crops.append(crop_square(img.convert("RGB"), box, runner.size))
+        stage_kp = runner.run(normalise(np.stack(crops), runner.mean, runner.std))
         preds.append(np.stack([[box.to_image(stage_kp[i, t]) for t in range(stage_kp.shape[1])]
                                for i, box in enumerate(boxes)]))
-        gts.extend(s.joints for s in chunk)
-        valids.extend(s.valid for s in chunk)
-    pred, gt, valid = np.concatenate(preds), np.stack(gts), np.stack(valids)
+    return np.concatenate(preds)
+
+
+def score(model_id: str, source: str, dataset: str, pred: np.ndarray, people: list[Person]) -> dict:
+    gt, valid = np.stack([p.joints for p in people]), np.stack([p.valid for p in people])
     final = pred[:, -1]
     mean20, per_joint = pck_summary(final, gt, valid, 0.2)
     curve = []
     for a in THRESHOLDS:
         hits, counted = pck(final, gt, valid, a)
-        curve.append(round(float(hits.sum() / counted.sum()), 4))
+        curve.append(round(float(hits.sum() / max(counted.sum(), 1)), 4))
+    labelled = valid.any(0)
     return {
-        "model": model_id,
-        "source": str(onnx_path or checkpoint),
-        "dataset": f"LSP test im1001-im{1000 + len(samples)} ({len(samples)} images, "
-                   "ground-truth person box, original resolution)",
+        "model": model_id, "source": source, "dataset": dataset,
         "pck@0.2": round(mean20, 4),
         "pck@0.1": round(pck_summary(final, gt, valid, 0.1)[0], 4),
-        "per_joint_pck@0.2": {n: round(float(v), 4) for n, v in zip(KEYPOINT_NAMES, per_joint)},
+        "per_joint_pck@0.2": {n: round(float(v), 4) for n, v, m in zip(KEYPOINT_NAMES, per_joint, labelled) if m},
         "per_stage_pck@0.2": [round(pck_summary(pred[:, t], gt, valid, 0.2)[0], 4)
                               for t in range(pred.shape[1])],
         "pck_curve": {"thresholds": list(THRESHOLDS), "pck": curve},
     }
+
+
+def runner_for(onnx_path: Path | None, checkpoint: Path | None) -> Runner:
+    return onnx_runner(Path(onnx_path)) if onnx_path else torch_runner(Path(checkpoint))
+
+
+def evaluate(model_id: str, data: str | None = None, onnx_path: Path | None = None,
+             checkpoint: Path | None = None, limit: int = 0, runner: Runner | None = None) -> dict:
+    """PCK on the LSP test half (the first ``limit`` photos when given)."""
+    runner = runner or runner_for(onnx_path, checkpoint)
+    people = lsp_test_people(data)[:limit or None]
+    return score(model_id, str(onnx_path or checkpoint), f"LSP test im1001-im{1000 + len(people)} "
+                 f"({len(people)} images, ground-truth person box, original resolution)",
+                 predict(runner, people), people)
+
+
+def evaluate_coco(model_id: str, data: str | None = None, onnx_path: Path | None = None,
+                  checkpoint: Path | None = None, runner: Runner | None = None) -> dict:
+    """PCK over the 12 shared joints on coco_dev's people (everyday photos)."""
+    runner = runner or runner_for(onnx_path, checkpoint)
+    people = coco_dev_people(data)
+    return score(model_id, str(onnx_path or checkpoint),
+                 f"coco_dev: {len(people)} people with labelled torso in the {len({p.path for p in people})} "
+                 "photos kept at original aspect ratio, COCO person box, 12 joints shared with LSP",
+                 predict(runner, people), people)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from models.architectures import ARCHITECTURES
+
+    p.add_argument("--model", required=True, choices=sorted(ARCHITECTURES))
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--onnx", type=Path, help="an exported model (what the service runs)")
+    src.add_argument("--checkpoint", type=Path, help="a PyTorch training checkpoint")
+    p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N LSP test images")
+    p.add_argument("--coco", action="store_true", help="also PCK on coco_dev's everyday photos")
+
+
+def main(args: argparse.Namespace) -> None:
+    """Prints the result; ``poseserve release`` is what records it in a manifest."""
+    runner = runner_for(args.onnx, args.checkpoint)
+    result = {"lsp": evaluate(args.model, args.data, args.onnx, args.checkpoint, args.limit, runner)}
+    if args.coco:
+        result["coco_dev"] = evaluate_coco(args.model, args.data, args.onnx, args.checkpoint, runner)
+    for r in result.values():
+        r.pop("pck_curve")
+    print(json.dumps(result, indent=2))

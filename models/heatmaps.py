@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import torch
 
+# Heatmaps are at 1/HEATMAP_STRIDE of the input resolution (Newell et al.'s convention,
+# shared by every heatmap architecture here).
+HEATMAP_STRIDE = 4
+# Width of the Gaussians, in heatmap cells: the training targets and the maps rendered for
+# coordinate regressors use the same value (Newell et al. use 1 at 64×64).
+HEATMAP_SIGMA = 1.0
+
 
 def cell_centres(n: int, device: torch.device | None = None) -> torch.Tensor:
     """Normalised centres of ``n`` cells along one axis."""

@@ -20,11 +20,8 @@ import copy
 import torch
 from torch import nn
 
-from models.heatmaps import decode_heatmaps, render_gaussians
+from models.heatmaps import HEATMAP_SIGMA, HEATMAP_STRIDE, decode_heatmaps, render_gaussians
 from models.keypoints import FLIP_PERMUTATION
-
-HEATMAP_STRIDE = 4
-RENDER_SIGMA = 1.0  # heatmap cells, the training targets' width
 
 
 def output_names(output_kind: str) -> list[str]:
@@ -75,7 +72,7 @@ class InferenceGraph(nn.Module):
             stages = [(a + flip_back(b, self.output_kind)) / 2 for a, b in zip(stages, mirrored)]
         if self.output_kind == "coordinates":
             side = image.shape[-1] // HEATMAP_STRIDE
-            rendered = render_gaussians(stages[-1], side, side, RENDER_SIGMA)
+            rendered = render_gaussians(stages[-1], side, side, HEATMAP_SIGMA)
             return stages[-1], torch.stack(stages, 1), rendered
         decoded = [decode_heatmaps(h) for h in stages]
         stage_kp = torch.stack([d[..., :2] for d in decoded], 1)

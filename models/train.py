@@ -21,48 +21,51 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.architectures import build_model
+from models.architectures import ARCHITECTURES, build_model
+from models.architectures.registry import LossKind
+from models.backbone import PRETRAINED_MEAN, PRETRAINED_STD, MobileNetV2Trunk, load_imagenet
+from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.data import CachedSplit, make_batch
-from models.heatmaps import render_gaussians
+from models.heatmaps import HEATMAP_SIGMA, render_gaussians
 from models.inference import InferenceGraph
 from models.metrics import pck_summary
+from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-HEATMAP_SIGMA = 1.0  # in heatmap cells, as in Newell et al.
+RELEASED_WEIGHTS = Path(__file__).parent / "weights"
 
 
-def pose_loss(model: nn.Module, outputs: list[torch.Tensor], joints: torch.Tensor,
-              valid: torch.Tensor) -> torch.Tensor:
-    """The paper's loss for ``model``, summed over stages (intermediate supervision)."""
+def pose_loss(loss: LossKind, outputs: list[torch.Tensor], joints: torch.Tensor,
+              valid: torch.Tensor, bound: float = 0.1) -> torch.Tensor:
+    """The paper's loss (see ``LossKind``), summed over stages (intermediate supervision)."""
     mask = valid.float()
-    if model.output_kind == "heatmaps":
+    if loss == "heatmap":
         h, w = outputs[0].shape[-2:]
         target = render_gaussians(joints, h, w, HEATMAP_SIGMA)
         per_joint = [((o - target) ** 2).mean((2, 3)) for o in outputs]
         return sum((p * mask).sum() / mask.sum().clamp(min=1) for p in per_joint) * 100
-    if hasattr(model, "bound"):  # IEF: each step regresses the bounded correction
-        loss = torch.zeros(())
+    if loss == "bounded_correction":  # IEF: each step regresses the bounded correction
+        total = torch.zeros(())
         for prev, cur in zip(outputs[:-1], outputs[1:]):
             eps = cur - prev.detach()
             target = joints - prev.detach()
             norm = target.norm(dim=2, keepdim=True).clamp(min=1e-8)
-            target = target * (model.bound / norm).clamp(max=1.0)
-            loss = loss + (((eps - target) ** 2).sum(2) * mask).sum() / mask.sum().clamp(min=1)
-        return loss * 100
+            target = target * (bound / norm).clamp(max=1.0)
+            total = total + (((eps - target) ** 2).sum(2) * mask).sum() / mask.sum().clamp(min=1)
+        return total * 100
     return sum((((o - joints) ** 2).sum(2) * mask).sum() / mask.sum().clamp(min=1)
                for o in outputs) * 100
 
 
 @torch.no_grad()
-def evaluate_split(model: nn.Module, split: CachedSplit, size: int, batch: int = 64) -> dict:
+def evaluate_split(model: nn.Module, split: CachedSplit, size: int, mean: tuple[float, ...],
+                   std: tuple[float, ...], batch: int = 64) -> dict:
     """PCK@0.2 per stage on a cached split (centre crops, no augmentation)."""
     graph = InferenceGraph(model).eval()
     rng = np.random.default_rng(0)
     stages, gts, valids = [], [], []
     for start in range(0, len(split), batch):
         idx = np.arange(start, min(start + batch, len(split)))
-        x, j, v = make_batch(split, idx, size, MEAN, STD, augment=False, rng=rng)
+        x, j, v = make_batch(split, idx, size, mean, std, augment=False, rng=rng)
         stages.append(graph(x)[1].numpy())
         gts.append(j.numpy())
         valids.append(v.numpy())
@@ -70,29 +73,54 @@ def evaluate_split(model: nn.Module, split: CachedSplit, size: int, batch: int =
     return {"pck": [pck_summary(stage_kp[:, t], gt, valid)[0] for t in range(stage_kp.shape[1])]}
 
 
+def _start(args: argparse.Namespace, ckpt_path: Path) -> Checkpoint:
+    """Resume ``ckpt_path``, else fine-tune from ``--init``, else a fresh (pretrained-trunk) model."""
+    if ckpt_path.exists() and not args.restart:
+        ckpt = load_checkpoint(ckpt_path)
+        print(f"resumed {args.model} at epoch {ckpt.state['epoch']}, "
+              f"{ckpt.state['elapsed'] / 60:.1f} min")
+        return ckpt
+    if args.init:
+        ckpt = load_checkpoint(args.init)
+        print(f"fine-tuning from {args.init} (its architecture options and normalisation)")
+        ckpt.config = {**ckpt.config, "init": str(args.init)}
+        ckpt.state, ckpt.optimizer = {"epoch": 0, "elapsed": 0.0, "step": 0}, None
+        return ckpt
+    options = {"width": args.width} if args.width else {}
+    if args.backbone:
+        options["backbone"] = args.backbone
+    model = build_model(args.model, input_size=args.input_size, **options)
+    for trunk in (m for m in model.modules() if isinstance(m, MobileNetV2Trunk)):
+        load_imagenet(trunk)
+        print("loaded ImageNet MobileNetV2 weights into the trunk")
+    mean, std = (PRETRAINED_MEAN, PRETRAINED_STD) if args.backbone else (IMAGENET_MEAN, IMAGENET_STD)
+    config = {"model": args.model, "input_size": args.input_size, "width": args.width, "arch": options,
+              "pretrained": "ImageNet MobileNetV2 1.0 (bottom-up trunk)" if args.backbone else None}
+    return Checkpoint(model, config, mean, std, {"epoch": 0, "elapsed": 0.0, "step": 0})
+
+
 def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     out = Path(args.out) / args.model
     out.mkdir(parents=True, exist_ok=True)
-    config = {"model": args.model, "input_size": args.input_size, "width": args.width,
-              "batch": args.batch, "lr": args.lr, "minutes": args.minutes, "cache": str(args.cache)}
-    kwargs = {"width": args.width} if args.width else {}
-    model = build_model(args.model, input_size=args.input_size, **kwargs)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = _start(args, ckpt_path)
+    model, mean, std, state = ckpt.model, ckpt.mean, ckpt.std, ckpt.state
+    size = ckpt.input_size
+    ckpt.config.update(batch=args.batch, lr=args.lr, minutes=args.minutes, cache=str(args.cache),
+                       bf16=args.bf16)
+    loss_kind = ARCHITECTURES[args.model].loss
     train_split, val_split = CachedSplit(args.cache, "train"), CachedSplit(args.cache, "val")
-    if hasattr(model, "mean_pose"):  # IEF starts from the mean training pose
-        centred = (train_split.joints - 0.5) / train_split.context + 0.5
+    if hasattr(model, "mean_pose") and state["step"] == 0 and not args.init:
+        centred = (train_split.joints - 0.5) / train_split.context + 0.5  # IEF's y_0
         m = train_split.valid[..., None]
         model.mean_pose.copy_(torch.from_numpy((centred * m).sum(0) / m.sum(0)).float())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    ckpt_path = out / "checkpoint.pt"
-    state = {"epoch": 0, "elapsed": 0.0, "step": 0}
-    if ckpt_path.exists() and not args.restart:
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-        print(f"resumed {args.model} at epoch {state['epoch']}, {state['elapsed'] / 60:.1f} min")
+    if ckpt.optimizer is not None:
+        opt.load_state_dict(ckpt.optimizer)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     budget = args.minutes * 60
     rng = np.random.default_rng(args.seed + state["epoch"])
     log = (out / "metrics.jsonl").open("a")
@@ -110,37 +138,45 @@ def train(args: argparse.Namespace) -> Path:
             warm = min(1.0, (state["step"] + 1) / 200)
             for g in opt.param_groups:
                 g["lr"] = args.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
-            x, j, v = make_batch(train_split, order[start:start + args.batch], args.input_size,
-                                 MEAN, STD, augment=True, rng=rng)
-            loss = pose_loss(model, model(x), j, v)
+            x, j, v = make_batch(train_split, order[start:start + args.batch], size, mean, std,
+                                 augment=True, rng=rng)
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                outputs = model(x)
+            loss = pose_loss(loss_kind, [o.float() for o in outputs], j, v,
+                             bound=getattr(model, "bound", 0.1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(loss.item())
             state["step"] += 1
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             if frac >= 1.0:
                 break
         state["elapsed"] = start_elapsed + time.time() - t0
         state["epoch"] += 1
         metrics = {"epoch": state["epoch"], "elapsed_min": round(state["elapsed"] / 60, 2),
                    "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
-                   "val_pck_per_stage": evaluate_split(model, val_split, args.input_size)["pck"]}
+                   "val_pck_per_stage": evaluate_split(model, val_split, size, mean, std)["pck"]}
         log.write(json.dumps(metrics) + "\n")
         log.flush()
         print(json.dumps(metrics), flush=True)
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                    "config": config, "mean": MEAN, "std": STD}, ckpt_path)
+        ckpt.model, ckpt.state, ckpt.optimizer = model, state, opt.state_dict()
+        save_checkpoint(ckpt_path, ckpt)
     return ckpt_path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True)
-    p.add_argument("--cache", type=Path, default=Path("cache/lsp96.npz"),
+    p.add_argument("--model", required=True, choices=sorted(ARCHITECTURES))
+    p.add_argument("--cache", type=Path, default=Path("cache/lsp180.npz"),
                    help="crop cache from `poseserve cache` (built from POSE_DATA_DIR)")
     p.add_argument("--out", default="runs")
-    p.add_argument("--input-size", type=int, default=64)
+    p.add_argument("--input-size", type=int, default=128)
     p.add_argument("--width", type=int, default=0, help="0 = the builder's default")
+    p.add_argument("--backbone", choices=("mobilenet_v2",), default=None,
+                   help="ImageNet-pretrained trunk (architectures that take one)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="fine-tune from these weights, e.g. models/weights/<id>.pt (the release)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
@@ -148,9 +184,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (AVX-512 BF16 CPUs)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    train(parser.parse_args())
+def main(args: argparse.Namespace) -> None:
+    print(train(args))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from models.heatmaps import render_gaussians
+from models.architectures.registry import register
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import conv_bn_relu
 
@@ -49,6 +50,7 @@ class ConvolutionalPoseMachine(nn.Module):
         return beliefs
 
 
-def cpm(width: int = 32, input_size: int = 96, stages: int = 3, **kwargs) -> ConvolutionalPoseMachine:
+@register("cpm", loss="heatmap", paper="Wei et al., Convolutional Pose Machines, CVPR 2016")
+def cpm(input_size: int = 96, width: int = 32, stages: int = 3, **kwargs) -> ConvolutionalPoseMachine:
     """Builder: ``stages`` ≥ 2; ``width`` scales the trunk and every stage."""
     return ConvolutionalPoseMachine(width=width, input_size=input_size, stages=stages, **kwargs)

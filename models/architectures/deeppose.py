@@ -17,6 +17,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from models.architectures.registry import register
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import conv_bn_relu
 
@@ -78,6 +79,8 @@ class DeepPose(nn.Module):
         return stages
 
 
-def deeppose(width: int = 32, input_size: int = 96, **kwargs) -> DeepPose:
+@register("deeppose", loss="coordinates",
+          paper="Toshev & Szegedy, DeepPose: Human Pose Estimation via Deep Neural Networks, CVPR 2014")
+def deeppose(input_size: int = 96, width: int = 32, **kwargs) -> DeepPose:
     """Builder: ``width`` scales every layer (params grow ~quadratically)."""
     return DeepPose(width=width, input_size=input_size, **kwargs)

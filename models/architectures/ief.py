@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from models.heatmaps import render_gaussians
+from models.architectures.registry import register
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import Residual, conv_bn_relu
 
@@ -55,6 +56,8 @@ class IterativeErrorFeedback(nn.Module):
         return poses
 
 
-def ief(width: int = 32, input_size: int = 96, steps: int = 3, **kwargs) -> IterativeErrorFeedback:
+@register("ief", loss="bounded_correction",
+          paper="Carreira et al., Human Pose Estimation with Iterative Error Feedback, CVPR 2016")
+def ief(input_size: int = 96, width: int = 32, steps: int = 3, **kwargs) -> IterativeErrorFeedback:
     """Builder: ``steps`` = T unrolled corrections (≥ 3 in the paper)."""
     return IterativeErrorFeedback(width=width, input_size=input_size, steps=steps, **kwargs)

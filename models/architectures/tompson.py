@@ -15,6 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from models.architectures.registry import register
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import conv_bn_relu
 
@@ -41,6 +42,10 @@ class MultiResolutionHeatmap(nn.Module):
         return [self.head(torch.cat([fine, coarse], 1))]
 
 
-def tompson(width: int = 32, **kwargs) -> MultiResolutionHeatmap:
-    """Builder: ``width`` is the first bank layer's channels."""
+@register("tompson", loss="heatmap",
+          paper="Tompson et al., Joint Training of a Convolutional Network and a Graphical Model "
+                "for Human Pose Estimation, NIPS 2014")
+def tompson(input_size: int = 96, width: int = 32, **kwargs) -> MultiResolutionHeatmap:
+    """Builder: ``width`` is the first bank layer's channels (fully convolutional: any
+    ``input_size`` divisible by 8)."""
     return MultiResolutionHeatmap(width=width, **kwargs)

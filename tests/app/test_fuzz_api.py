@@ -10,6 +10,8 @@ schemathesis = pytest.importorskip("schemathesis")
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real servers / benchmarks / fuzzing: minutes, not seconds
+
 
 @pytest.fixture(scope="module")
 def fuzz_app(model_dir):

@@ -5,12 +5,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from models.architectures import ARCHITECTURES as ARCHS  # noqa: E402
 from models.architectures import build_model  # noqa: E402
+from models.architectures.registry import register  # noqa: E402
 from models.heatmaps import decode_heatmaps, render_gaussians, soft_argmax  # noqa: E402
 from models.inference import InferenceGraph, output_names  # noqa: E402
 from models.keypoints import FLIP_PERMUTATION, KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON  # noqa: E402
 from models.train import pose_loss  # noqa: E402
-from tests.conftest import ARCHITECTURES, TEST_INPUT, tiny_model  # noqa: E402
+from tests.helpers import ARCHITECTURES, TEST_INPUT, tiny_model  # noqa: E402
 
 # Default-size models (what `poseserve train` builds at 64x64): parameter budgets.
 PARAM_RANGES = {"deeppose": (0.5e6, 3e6), "tompson": (0.2e6, 2e6), "cpm": (0.2e6, 2e6),
@@ -46,10 +48,10 @@ def test_gradient_reaches_every_parameter(name):
     # IEF zero-initialises its last layer (it starts exactly at the mean pose), which
     # blocks gradients for the very first step only: take one step, then check.
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
-    pose_loss(model, model(x), joints, valid).backward()
+    pose_loss(ARCHS[name].loss, model(x), joints, valid).backward()
     opt.step()
     opt.zero_grad()
-    pose_loss(model, model(x), joints, valid).backward()
+    pose_loss(ARCHS[name].loss, model(x), joints, valid).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, f"no gradient for {missing[:5]}"
 
@@ -67,13 +69,13 @@ def test_optimisation_steps_lower_the_loss_on_a_tiny_batch(name):
     joints = torch.rand(4, NUM_KEYPOINTS, 2) * 0.6 + 0.2
     valid = torch.ones(4, NUM_KEYPOINTS, dtype=torch.bool)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = pose_loss(model, model(x), joints, valid).item()
+    first = pose_loss(ARCHS[name].loss, model(x), joints, valid).item()
     for _ in range(15):
-        loss = pose_loss(model, model(x), joints, valid)
+        loss = pose_loss(ARCHS[name].loss, model(x), joints, valid)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert pose_loss(model, model(x), joints, valid).item() < first
+    assert pose_loss(ARCHS[name].loss, model(x), joints, valid).item() < first
 
 
 def test_masked_joints_do_not_contribute_to_the_loss():
@@ -84,7 +86,7 @@ def test_masked_joints_do_not_contribute_to_the_loss():
     valid[0, 3] = False
     moved = joints.clone()
     moved[0, 3] = 1 - moved[0, 3]
-    assert torch.isclose(pose_loss(model, outs, joints, valid), pose_loss(model, outs, moved, valid))
+    assert torch.isclose(pose_loss("heatmap", outs, joints, valid), pose_loss("heatmap", outs, moved, valid))
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -149,6 +151,45 @@ def test_ief_starts_from_its_mean_pose():
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(KeyError, match="unknown architecture"):
         build_model("alexnet")
+
+
+def test_registry_entries_carry_paper_loss_and_one_builder_signature():
+    assert set(ARCHS) == {"deeppose", "tompson", "cpm", "ief", "hourglass"}
+    losses = {a.id: a.loss for a in ARCHS.values()}
+    assert losses == {"deeppose": "coordinates", "ief": "bounded_correction", "tompson": "heatmap",
+                      "cpm": "heatmap", "hourglass": "heatmap"}
+    for arch in ARCHS.values():
+        assert arch.paper and arch.builder(input_size=64).output_kind in ("heatmaps", "coordinates")
+    with pytest.raises(ValueError, match="twice"):
+        register("cpm", paper="x", loss="heatmap")(lambda input_size: None)
+
+
+def test_hourglass_with_a_mobilenet_bottom_up_half_keeps_the_output_contract():
+    from models.backbone import MobileNetV2Trunk
+
+    model = build_model("hourglass", input_size=64, width=16, backbone="mobilenet_v2").eval()
+    assert isinstance(model.first.trunk, MobileNetV2Trunk) and len(model.hourglasses) == 1
+    outs = model(torch.randn(2, 3, 64, 64))
+    assert [o.shape for o in outs] == [(2, NUM_KEYPOINTS, 16, 16)] * 2
+    # torchvision's key layout, so the ImageNet state dict loads as-is
+    keys = set(model.first.trunk.state_dict())
+    assert {"features.0.0.weight", "features.1.conv.1.weight", "features.17.conv.3.running_var"} <= keys
+    with pytest.raises(ValueError, match="backbone"):
+        build_model("hourglass", backbone="resnet")
+
+
+def test_imagenet_weights_load_into_the_trunk():
+    from models.backbone import MobileNetV2Trunk, load_imagenet, pretrained_path
+
+    if not pretrained_path().exists():
+        pytest.skip("../shared/pretrained not present")
+    trunk = load_imagenet(MobileNetV2Trunk())
+    raw = torch.load(pretrained_path(), weights_only=True)
+    assert torch.equal(trunk.state_dict()["features.5.conv.1.0.weight"], raw["features.5.conv.1.0.weight"])
+    with torch.no_grad():
+        feats = trunk.eval()(torch.zeros(1, 3, 128, 128))
+    assert {s: tuple(f.shape[1:]) for s, f in feats.items()} == {
+        4: (24, 32, 32), 8: (32, 16, 16), 16: (96, 8, 8), 32: (320, 4, 4)}
 
 
 @pytest.mark.parametrize("name", ["hourglass", "ief"])

@@ -1,8 +1,12 @@
 """A short soak of the real server: no server errors, and memory flat after warm-up."""
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.bench import Server
 from benchmarks.soak import soak
+
+pytestmark = pytest.mark.slow  # real servers / benchmarks / fuzzing: minutes, not seconds
 
 
 def test_short_soak_has_no_errors_and_flat_memory(model_dir):

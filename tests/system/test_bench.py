@@ -1,11 +1,15 @@
 """The benchmark harness end to end on tiny models: every table filled from real measurements."""
 from __future__ import annotations
 
+import pytest
+
 import argparse
 import re
 
 from benchmarks.bench import add_arguments, main
-from tests.conftest import ARCHITECTURES
+from tests.helpers import ARCHITECTURES
+
+pytestmark = pytest.mark.slow  # real servers / benchmarks / fuzzing: minutes, not seconds
 
 
 def test_bench_writes_every_table_with_measured_ratios(model_dir, tmp_path):
@@ -33,7 +37,7 @@ def test_ab_serves_two_checkouts_side_by_side(model_dir, tmp_path):
     from benchmarks.ab import compare
     from benchmarks.bench import default_images
 
-    here = Path(__file__).resolve().parents[1]
+    from tests.helpers import ROOT as here
     result = compare(here, here, model_dir, "cpm", default_images(None, str(tmp_path)), n=4)
     assert set(result) == {"photo", "noise"}
     for baseline, candidate in result.values():

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from app.batching import MicroBatcher
 from app.pool import SessionPool
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 class RecordingSession:
@@ -75,7 +75,7 @@ def test_service_answers_the_same_with_micro_batching(model_dir):
         settings = Settings(model_dir=model_dir, pool_size=1, intra_op_threads=1, micro_batch=micro_batch)
         with TestClient(create_app(settings)) as c:
             assert (c.app.state.registry.models["cpm"].batcher is None) == (micro_batch == 0)
-            r = c.post("/pose?model=cpm&heatmaps=array", files=files)
+            r = c.post("/pose?model=cpm&heatmaps=array&detect=false", files=files)
             assert r.status_code == 200
             answers.append(r.json())
     assert answers[0]["keypoints"] == answers[1]["keypoints"]

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import image_bytes
+from tests.helpers import DATA, image_bytes
 
 webdriver = pytest.importorskip("selenium.webdriver")
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium/chromedriver not installed")
-LSP_PHOTO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lsp" / "images" / "im1003.jpg"
+pytestmark = [pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium/chromedriver not installed"), pytest.mark.slow]
+LSP_PHOTO = DATA / "lsp" / "images" / "im1003.jpg"
 
 
 @pytest.fixture
@@ -54,11 +54,10 @@ def test_upload_shows_skeleton_heatmap_and_stages(server, browser, tmp_path):
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, _ = server
+    if not LSP_PHOTO.exists():
+        pytest.skip("needs a real photo with people (../shared datasets)")
     photo = tmp_path / "photo.jpg"
-    if LSP_PHOTO.exists():
-        photo.write_bytes(LSP_PHOTO.read_bytes())
-    else:
-        photo.write_bytes(image_bytes("JPEG", (240, 320)))
+    photo.write_bytes(LSP_PHOTO.read_bytes())
     browser.get(url + "/")
     wait = WebDriverWait(browser, 20)
     wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 6)
@@ -71,6 +70,8 @@ def test_upload_shows_skeleton_heatmap_and_stages(server, browser, tmp_path):
     after = canvas_colour_counts(browser)
     assert after["red"] > before["red"] + 20 and after["green"] > before["green"] + 20, (before, after)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#kp tr")) == 15  # header + 14 joints
+    people = len(browser.find_elements(By.CSS_SELECTOR, "#person option"))
+    assert people >= 1 and "person(s)" in browser.find_element(By.ID, "status").text
     # heatmap overlay for one joint
     Select(browser.find_element(By.ID, "joint")).select_by_visible_text("head_top")
     wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-heatmap") == "head_top")
@@ -85,3 +86,19 @@ def test_upload_shows_skeleton_heatmap_and_stages(server, browser, tmp_path):
     browser.find_element(By.ID, "run").click()
     wait.until(lambda d: d.find_element(By.ID, "compare").get_attribute("data-done") == "5")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#compare figure")) == 5
+
+
+def test_a_photo_without_people_says_so(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server
+    photo = tmp_path / "wall.png"
+    photo.write_bytes(image_bytes("PNG", (240, 180)))
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 20)
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    wait.until(lambda d: d.find_element(By.ID, "run").is_enabled())
+    browser.find_element(By.ID, "run").click()
+    wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-drawn") == "none")
+    assert "no person found" in browser.find_element(By.ID, "status").text

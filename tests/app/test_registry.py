@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 @pytest.fixture
@@ -50,8 +50,8 @@ def test_broken_models_are_unavailable_and_the_rest_serve(broken_dir):
         assert list(ready.json()["models"]) == ["hourglass"]
         assert [m["id"] for m in c.get("/models").json()["models"]] == ["hourglass"]
         files = {"image": ("a.png", image_bytes("PNG"), "image/png")}
-        assert c.post("/pose?model=hourglass", files=files).status_code == 200
-        r = c.post("/pose?model=cpm", files=files)
+        assert c.post("/pose?model=hourglass&detect=false", files=files).status_code == 200
+        r = c.post("/pose?model=cpm&detect=false", files=files)
         assert r.status_code == 503 and "unavailable" in r.json()["detail"]
 
 

@@ -14,8 +14,8 @@ from models.data import (  # noqa: E402
     load_lsp,
     load_lspet,
     make_batch,
-    person_box,
 )
+from models.transforms import person_box  # noqa: E402
 from models.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS  # noqa: E402
 from models.metrics import pck_summary  # noqa: E402
 
@@ -128,15 +128,12 @@ def test_pck_counts_against_torso_size():
 
 def test_eval_runs_onnx_and_checkpoint_through_the_same_pipeline(fake_datasets, model_dir, tmp_path):
     """`poseserve eval` on an ONNX file and on the checkpoint it came from agree."""
+    from models.checkpoint import save_checkpoint
     from models.evaluate import evaluate
-    from models.train import MEAN as M
-    from models.train import STD as S
-    from tests.conftest import TEST_INPUT, tiny_model
+    from tests.helpers import tiny_checkpoint
 
     root, _, _ = fake_datasets
-    model = tiny_model("cpm")
-    torch.save({"model": model.state_dict(), "optimizer": {}, "mean": M, "std": S, "state": {},
-                "config": {"model": "cpm", "input_size": TEST_INPUT, "width": 4}}, tmp_path / "c.pt")
+    save_checkpoint(tmp_path / "c.pt", tiny_checkpoint("cpm"))
     a = evaluate("cpm", data=str(root), onnx_path=model_dir / "cpm.onnx", limit=40)
     b = evaluate("cpm", data=str(root), checkpoint=tmp_path / "c.pt", limit=40)
     assert a["dataset"].startswith("LSP test im1001-im1040 (40 images")

@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from app.imaging import CropBox, ImageError, crop_square, decode_image
-from app.pose import parse_bbox
-from tests.conftest import image_bytes
+from app.imaging import ImageError, decode_image
+from app.pipeline import parse_bbox
+from models.transforms import CropBox, crop_square
+from tests.helpers import image_bytes
 
 LIMIT = 4_000_000
 

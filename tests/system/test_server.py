@@ -1,18 +1,22 @@
 """A real uvicorn server on loopback: HTTP end to end, and graceful shutdown on SIGTERM."""
 from __future__ import annotations
 
+import pytest
+
 import signal
 import threading
 import time
 
 import httpx
 
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
+
+pytestmark = pytest.mark.slow  # real servers / benchmarks / fuzzing: minutes, not seconds
 
 
 def test_pose_over_real_http(server):
     url, _ = server
-    r = httpx.post(f"{url}/pose", params={"model": "cpm", "heatmaps": "png"},
+    r = httpx.post(f"{url}/pose", params={"model": "cpm", "heatmaps": "png", "detect": "false"},
                    files={"image": ("p.webp", image_bytes("WEBP"), "image/webp")}, timeout=30)
     assert r.status_code == 200 and len(r.json()["keypoints"]) == 14
     assert r.headers["x-request-id"]

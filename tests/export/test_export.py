@@ -1,26 +1,19 @@
 """Export: ONNX validity, parity with PyTorch at batch 1 and > 1, and the manifest."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from export.onnx_export import (
-    OPSET,
-    PARITY_TOLERANCE,
-    Checkpoint,
-    check_parity,
-    export_model,
-    load_checkpoint,
-    sha256_file,
-)
+from export.onnx_export import OPSET, PARITY_TOLERANCE, check_parity, export_model, main, refuse_shipped
+from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.keypoints import KEYPOINT_NAMES
-from models.train import MEAN, STD
-from tests.conftest import ARCHITECTURES, TEST_INPUT, tiny_model
+from models.manifest import PoseManifest, load_manifest, sha256_file
+from models.runtime import create_session
+from models.transforms import IMAGENET_MEAN as MEAN
+from tests.helpers import ARCHITECTURES, TEST_INPUT, tiny_checkpoint, tiny_model
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -35,22 +28,21 @@ def test_exported_graph_is_valid_and_matches_pytorch(model_dir, name):
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_manifest_describes_the_graph(model_dir, name):
-    manifest = json.loads((model_dir / f"{name}.json").read_text())
-    assert manifest["id"] == name and manifest["opset"] == OPSET
-    assert manifest["sha256"] == sha256_file(model_dir / f"{name}.onnx")
-    assert manifest["keypoints"] == list(KEYPOINT_NAMES)
-    assert manifest["input"]["size"] == TEST_INPUT and manifest["input"]["mean"] == list(MEAN)
-    assert manifest["params"] == sum(p.numel() for p in tiny_model(name).parameters())
-    assert manifest["flops"] > 0
-    assert manifest["heatmap_source"] == ("rendered" if name in ("deeppose", "ief") else "predicted")
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == list(manifest["outputs"])
+    manifest = load_manifest(model_dir / f"{name}.json")
+    assert isinstance(manifest, PoseManifest) and manifest.kind == "pose"
+    assert manifest.id == name and manifest.opset == OPSET
+    assert manifest.sha256 == sha256_file(model_dir / f"{name}.onnx")
+    assert manifest.keypoints == list(KEYPOINT_NAMES)
+    assert manifest.input.size == TEST_INPUT and manifest.input.mean == MEAN
+    assert manifest.params == sum(p.numel() for p in tiny_model(name).parameters())
+    assert manifest.flops > 0
+    assert manifest.heatmap_source == ("rendered" if name in ("deeppose", "ief") else "predicted")
+    session = create_session(model_dir / f"{name}.onnx")
+    assert [o.name for o in session.get_outputs()] == list(manifest.outputs)
     outs = session.run(None, {"image": np.zeros((3, 3, TEST_INPUT, TEST_INPUT), np.float32)})
-    for out, spec in zip(outs, manifest["outputs"].values()):
-        assert list(out.shape) == [3, *spec["shape"][1:]]
-    assert manifest["stages"] == outs[1].shape[1]
+    for out, spec in zip(outs, manifest.outputs.values()):
+        assert list(out.shape) == [3, *spec.shape[1:]]
+    assert manifest.stages == outs[1].shape[1]
 
 
 def test_parity_check_catches_a_different_model(model_dir):
@@ -62,24 +54,45 @@ def test_parity_check_catches_a_different_model(model_dir):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = tiny_model("cpm")
-    torch.save({"model": model.state_dict(), "optimizer": {}, "mean": MEAN, "std": STD,
-                "state": {"epoch": 3, "elapsed": 120.0},
-                "config": {"model": "cpm", "input_size": TEST_INPUT, "width": 4}}, tmp_path / "c.pt")
+    saved = tiny_checkpoint("cpm")
+    saved.state = {"epoch": 3, "elapsed": 120.0}
+    save_checkpoint(tmp_path / "c.pt", saved, with_optimizer=False)
     ckpt = load_checkpoint(tmp_path / "c.pt")
-    assert ckpt.state["epoch"] == 3
-    manifest = export_model("cpm", ckpt, tmp_path / "out")
-    assert manifest["training"]["epochs"] == 3 and manifest["training"]["train_minutes"] == 2.0
+    assert ckpt.state["epoch"] == 3 and ckpt.optimizer is None and ckpt.arch_id == "cpm"
+    for a, b in zip(saved.model.state_dict().values(), ckpt.model.state_dict().values()):
+        assert torch.equal(a, b)
+    manifest = export_model(ckpt, tmp_path / "out")
+    assert manifest.training["epochs"] == 3 and manifest.training["train_minutes"] == 2.0
     assert (tmp_path / "out" / "cpm.onnx").exists()
+
+
+def test_older_checkpoints_without_builder_options_still_load(tmp_path):
+    model = tiny_model("cpm")
+    torch.save({"model": model.state_dict(), "optimizer": {}, "mean": MEAN, "std": MEAN,
+                "state": {"epoch": 1, "elapsed": 1.0},
+                "config": {"model": "cpm", "input_size": TEST_INPUT, "width": 4}}, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").arch_id == "cpm"
+
+
+def test_export_refuses_to_overwrite_the_shipped_models_without_force(tmp_path):
+    from export.onnx_export import SHIPPED_DIR
+
+    with pytest.raises(SystemExit, match="--force"):
+        refuse_shipped(SHIPPED_DIR, force=False)
+    refuse_shipped(SHIPPED_DIR, force=True)
+    refuse_shipped(tmp_path, force=False)
+    import argparse
+
+    with pytest.raises(SystemExit, match="shipped"):  # the command itself, before any work
+        main(argparse.Namespace(out=SHIPPED_DIR, force=False, model="cpm", checkpoint=None, flip_test=False))
 
 
 def test_export_refuses_a_graph_that_breaks_parity(tmp_path, monkeypatch):
     import export.onnx_export as ex
 
     monkeypatch.setattr(ex, "check_parity", lambda *a, **k: 1.0)
-    ckpt = Checkpoint(tiny_model("tompson"), {"model": "tompson", "input_size": TEST_INPUT}, MEAN, STD, {})
     with pytest.raises(AssertionError, match="differs"):
-        export_model("tompson", ckpt, tmp_path)
+        export_model(tiny_checkpoint("tompson"), tmp_path)
     assert not (tmp_path / "tompson.json").exists()
 
 
@@ -97,9 +110,9 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
     onnx.checker.check_model(str(out))
     graph = onnx.load(str(out))
     assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
-    manifest = json.loads(out.with_suffix(".json").read_text())
-    assert manifest["id"] == "cpm-int8" and manifest["variant"] == "int8" and manifest["accuracy"] is None
-    assert manifest["sha256"] == sha256_file(out)
+    manifest = load_manifest(out.with_suffix(".json"))
+    assert manifest.id == "cpm-int8" and manifest.variant == "int8" and manifest.accuracy is None
+    assert manifest.sha256 == sha256_file(out) and manifest.base_model == "cpm"
     registry = load_registry(Settings(model_dir=tmp_path, pool_size=1, intra_op_threads=1))
     try:
         assert sorted(registry.models) == ["cpm", "cpm-int8"] and not registry.failed
@@ -115,12 +128,12 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
 def test_fp16_variant_runs_the_network_in_half_and_keeps_float32_io(tmp_path, name):
     from export.onnx_export import FP16_PARITY_TOLERANCE
 
-    ckpt = Checkpoint(tiny_model(name), {"model": name, "input_size": TEST_INPUT}, MEAN, STD, {})
-    manifest = export_model(name, ckpt, tmp_path, flip_test=True, fp16=True)
+    ckpt = tiny_checkpoint(name)
+    manifest = export_model(ckpt, tmp_path, flip_test=True, fp16=True)
     path = tmp_path / f"{name}-fp16.onnx"
-    assert manifest["id"] == f"{name}-fp16" and manifest["base_model"] == name
-    assert manifest["requires_provider"] == "CUDAExecutionProvider" and manifest["flip_test"]
-    assert manifest["sha256"] == sha256_file(path)
+    assert manifest.id == f"{name}-fp16" and manifest.base_model == name
+    assert manifest.requires_provider == "CUDAExecutionProvider" and manifest.flip_test
+    assert manifest.sha256 == sha256_file(path)
     graph = onnx.load(str(path)).graph
     float16 = onnx.TensorProto.FLOAT16
     weights = [t for t in graph.initializer if len(t.dims) == 4]  # conv kernels

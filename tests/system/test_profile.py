@@ -13,7 +13,7 @@ ASGI = MAIN + ";RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_
 
 def test_samples_are_sorted_by_the_most_specific_frame():
     assert categorise(f"thread (2): ort_0;prepare_and_run (app/pool.py:38);{ORT}").startswith("onnxruntime")
-    assert categorise("thread (2): ort_0;preprocess (app/pose.py:48);load_rgb (app/imaging.py:80)"
+    assert categorise("thread (2): ort_0;preprocess (app/pipeline.py:48);load_rgb (app/imaging.py:80)"
                       ).startswith("image decode")
     endpoint = ASGI + ";estimate_pose (app/main.py:177)"
     assert categorise(endpoint).startswith("endpoint code")

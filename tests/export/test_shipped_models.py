@@ -5,7 +5,6 @@ those tests are skipped where it is absent.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -13,15 +12,15 @@ import pytest
 
 from app.registry import load_registry
 from app.settings import DEFAULT_MODEL_DIR, Settings
-from tests.conftest import ARCHITECTURES
+from models.manifest import PoseManifest, load_manifest
+from tests.helpers import ARCHITECTURES, DATA
 
-DATA = Path(os.environ.get("POSE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 needs_data = pytest.mark.skipif(not (DATA / "lsp" / "joints.mat").exists(), reason="LSP dataset not present")
 MEAN_POSE_PCK = 0.09  # PCK@0.2 of always answering the training set's mean pose (LSP test)
 
 
-def manifest(model_id: str) -> dict:
-    return json.loads((DEFAULT_MODEL_DIR / f"{model_id}.json").read_text())
+def manifest(model_id: str) -> PoseManifest:
+    return load_manifest(DEFAULT_MODEL_DIR / f"{model_id}.json")
 
 
 def test_all_five_trained_models_are_shipped_and_load():
@@ -33,7 +32,7 @@ def test_all_five_trained_models_are_shipped_and_load():
         # the five fp32 models, plus the int8 variants that passed docs/int8.md's policy
         assert {m for m in registry.models if not m.endswith("-int8")} == set(ARCHITECTURES)
         for variant in (m for m in registry.models if m.endswith("-int8")):
-            decision = registry.models[variant].manifest["int8_decision"]
+            decision = registry.models[variant].manifest.int8_decision
             assert decision["shipped"] and decision["pck_drop"] <= 0.02
             assert decision["p50_ms_int8"] < decision["p50_ms_fp32"]
     finally:
@@ -41,13 +40,14 @@ def test_all_five_trained_models_are_shipped_and_load():
     for model_id in ARCHITECTURES:
         m = manifest(model_id)
         assert (DEFAULT_MODEL_DIR / f"{model_id}.onnx").stat().st_size <= 15 * 2**20
-        assert m["training"]["epochs"] >= 1, "shipped weights must be trained"
-        assert m["accuracy"]["pck@0.2"] > MEAN_POSE_PCK
+        assert m.training["epochs"] >= 1, "shipped weights must be trained"
+        assert m.accuracy["pck@0.2"] > MEAN_POSE_PCK
         fp16 = manifest(f"{model_id}-fp16")
-        assert fp16["base_model"] == model_id and fp16["flip_test"] == m["flip_test"]
-        assert m["accuracy"]["pck@0.2"] - fp16["accuracy"]["pck@0.2"] <= 0.01
+        assert fp16.base_model == model_id and fp16.flip_test == m.flip_test
+        assert m.accuracy["pck@0.2"] - fp16.accuracy["pck@0.2"] <= 0.01
 
 
+@pytest.mark.slow
 @needs_data
 def test_eval_reproduces_the_shipped_accuracy_exactly():
     pytest.importorskip("scipy")
@@ -55,7 +55,7 @@ def test_eval_reproduces_the_shipped_accuracy_exactly():
 
     model_id = "hourglass"
     result = evaluate(model_id, data=str(DATA), onnx_path=DEFAULT_MODEL_DIR / f"{model_id}.onnx")
-    recorded = manifest(model_id)["accuracy"]
+    recorded = manifest(model_id).accuracy
     # Same machine kind → identical; another CPU's kernels may flip a rare argmax tie.
     assert result["pck@0.2"] == pytest.approx(recorded["pck@0.2"], abs=0.002)
     assert result["per_stage_pck@0.2"] == pytest.approx(recorded["per_stage_pck@0.2"], abs=0.002)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.imaging import CropBox
-from tests.conftest import ARCHITECTURES, image_bytes
+from models.transforms import CropBox
+from tests.helpers import ARCHITECTURES, image_bytes
 
 LSP_NAMES = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
              "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
@@ -37,7 +37,9 @@ def test_pose_returns_14_named_keypoints_inside_the_crop(client, model):
     scores = [k["score"] for k in body["keypoints"]]
     assert all(s is None for s in scores) if model in ("deeppose", "ief") else all(
         isinstance(s, float) for s in scores)
-    assert set(body["timing_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}
+    assert set(body["timing_ms"]) == {"decode", "detect", "preprocess", "inference", "postprocess", "total"}
+    assert body["persons"][0]["score"] is None and body["persons"][0]["bbox"] == [20, 30, 60, 100]
+    assert body["persons"][0]["keypoints"] == body["keypoints"] and body["timing_ms"]["detect"] == 0
 
 
 def test_heatmap_affine_maps_the_peak_cell_onto_the_keypoint(client):
@@ -56,8 +58,8 @@ def test_heatmap_affine_maps_the_peak_cell_onto_the_keypoint(client):
 
 def test_png_heatmaps_decode_to_the_array_values(client):
     data = image_bytes(size=(90, 90))
-    png = post(client, data, model="cpm").json()["heatmaps"]
-    arr = post(client, data, model="cpm", heatmaps="array").json()["heatmaps"]
+    png = post(client, data, model="cpm", detect="false").json()["heatmaps"]
+    arr = post(client, data, model="cpm", heatmaps="array", detect="false").json()["heatmaps"]
     assert png["format"] == "png" and len(png["maps_png"]) == 14
     first = png["maps_png"][0]
     pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(first["png"]))), np.float64)
@@ -66,15 +68,18 @@ def test_png_heatmaps_decode_to_the_array_values(client):
 
 
 def test_heatmaps_none_and_stages(client):
-    body = post(client, image_bytes(), model="ief", heatmaps="none", stages="true").json()
+    body = post(client, image_bytes(), model="ief", heatmaps="none", stages="true", detect="false").json()
     assert body["heatmaps"] is None
     assert [s["stage"] for s in body["stages"]] == [1, 2, 3, 4]  # y0 + 3 corrections
     assert body["stages"][-1]["keypoints"] == [dict(k, score=None) for k in body["keypoints"]]
 
 
-def test_without_bbox_the_whole_image_is_the_crop(client):
-    body = post(client, image_bytes(size=(100, 60)), model="tompson").json()
+def test_detect_false_makes_the_whole_image_the_one_person(client):
+    body = post(client, image_bytes(size=(100, 60)), model="tompson", detect="false").json()
     assert body["crop"] == [0.0, -20.0, 100.0]
+    assert len(body["persons"]) == 1 and body["persons"][0]["score"] is None
+    assert body["persons"][0]["bbox"] == [0.0, 0.0, 100.0, 60.0]
+    assert body["timing_ms"]["detect"] == 0
 
 
 def test_default_model_is_hourglass(client):
@@ -147,7 +152,7 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["ready"] is True
-    assert set(r.json()["models"]) == set(ARCHITECTURES)
+    assert set(r.json()["models"]) == set(ARCHITECTURES) | {"person_detector"}
 
 
 def test_metrics_count_requests_and_inference(client):
@@ -177,7 +182,7 @@ def test_cors_is_off_by_default(client):
 
 
 def test_crop_box_margin_matches_training():
-    from models.data import CROP_MARGIN  # the service reads it from the manifest
+    from models.transforms import CROP_MARGIN  # the service reads it from the manifest
 
     assert CropBox.around(0, 0, 10, 20, CROP_MARGIN).side == 25.0
 
@@ -207,7 +212,7 @@ def test_compare_runs_every_model_on_one_image(client):
 
 def test_render_returns_the_photo_with_a_skeleton(client):
     data = image_bytes("JPEG", size=(150, 200))
-    r = client.post("/pose/render", params={"model": "tompson"},
+    r = client.post("/pose/render", params={"model": "tompson", "detect": "false"},
                     files={"image": ("p.jpg", data, "image/jpeg")})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     drawn = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), np.int16)
@@ -250,13 +255,13 @@ def test_busy_server_answers_503_with_retry_after(model_dir):
         model = c.app.state.registry.models["hourglass"]
         model.pool = SessionPool([Blocking(model.pool.sessions[0])], max_queue=0, queue_timeout_s=5)
         results = []
-        first = threading.Thread(target=lambda: results.append(post(c, image_bytes()).status_code))
+        first = threading.Thread(target=lambda: results.append(post(c, image_bytes(), detect="false").status_code))
         first.start()
         for _ in range(100):  # wait until the first request holds the only session
             if model.pool.busy:
                 break
             threading.Event().wait(0.02)
-        r = post(c, image_bytes())
+        r = post(c, image_bytes(), detect="false")
         release.set()
         first.join(10)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
@@ -267,7 +272,7 @@ def test_busy_server_answers_503_with_retry_after(model_dir):
 def test_an_unexpected_error_is_a_generic_500_without_a_trace(model_dir, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from app import pose as pose_module
+    from app import pipeline as pose_module
     from app.main import create_app
     from app.settings import Settings
 
@@ -277,7 +282,7 @@ def test_an_unexpected_error_is_a_generic_500_without_a_trace(model_dir, monkeyp
     monkeypatch.setattr(pose_module, "keypoints", broken)
     with TestClient(create_app(Settings(model_dir=model_dir, pool_size=1, intra_op_threads=1)),
                     raise_server_exceptions=False) as c:
-        r = post(c, image_bytes())
+        r = post(c, image_bytes(), detect="false")
     assert r.status_code == 500
     assert "secret" not in r.text and "Traceback" not in r.text
     assert r.json()["detail"].startswith("internal error (request id ")

@@ -1,0 +1,236 @@
+"""The /pose request pipeline between HTTP and the session pools.
+
+whole photo → ``find_people`` (decode for the detector, letterbox, detector session,
+decode + NMS from ``models.detection``) → ``run_pose`` (every person's crop through the
+pose model in one batched run) → keypoints in image pixels, most prominent person first.
+With a ``bbox`` (or ``detect=false``) detection is skipped and that one box (or the
+whole image) is the only person.
+
+Everything model-specific comes from the manifests; this module knows no architecture.
+The helpers are module-level so benchmarks and tests reach them without an app.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import HTTPException
+from fastapi.concurrency import run_in_threadpool
+from PIL import Image
+
+from app.imaging import ImageError, load_rgb, reopen
+from app.metrics import Metrics
+from app.pool import Overloaded
+from app.registry import LoadedModel
+from app.pool import Feeds, RunResult, SessionPool
+from app.batching import MicroBatcher
+from app.registry import LoadedDetector, Registry
+from app.schemas import HeatmapPNG, Heatmaps, Keypoint, Person, PoseResponse, StageKeypoints, Timing
+from app.settings import Settings
+from models import detection
+from models.transforms import CropBox, crop_square, normalise
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An accepted upload: its bytes and the upright (width, height) read from the header."""
+
+    data: bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class PersonBox:
+    """Who to run the pose model on: a box in image pixels, its detector score (None when
+    the box was given, not detected), and whether it is the whole image (``detect=false``)."""
+
+    box: tuple[float, float, float, float]
+    score: float | None = None
+    whole_image: bool = False
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    enabled: bool = True
+    min_score: float | None = None  # None: the detector manifest's default
+    max_persons: int = 10
+
+
+def parse_bbox(text: str, width: int, height: int) -> tuple[float, float, float, float]:
+    """Parse ``x,y,w,h`` (image pixels) and check it is a real box that overlaps the image."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise ValueError("bbox must be four numbers: x,y,w,h")
+    try:
+        x, y, w, h = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError("bbox must be four numbers: x,y,w,h") from None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise ValueError("bbox values must be finite")
+    if w <= 0 or h <= 0:
+        raise ValueError("bbox width and height must be positive")
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise ValueError(f"bbox lies outside the {width}x{height} image")
+    return x, y, w, h
+
+
+def crop_for(model: LoadedModel, person: PersonBox) -> CropBox:
+    """The person box with the model's training margin, or the whole image (square, centred)."""
+    if person.whole_image:
+        return CropBox.around(*person.box, 1.0)
+    return CropBox.around(*person.box, model.manifest.input.crop_margin)
+
+
+def preprocess(model: LoadedModel, data: bytes, boxes: list[CropBox]) -> np.ndarray:
+    """Decode once (reduced as far as the smallest crop allows), crop every box, normalise:
+    (N, 3, S, S) float32, one row per person."""
+    spec = model.manifest.input
+    rgb, scale = load_rgb(reopen(data), min(b.side for b in boxes) / model.input_size / 2)
+    crops = [crop_square(rgb, b.scaled(1 / scale), model.input_size) for b in boxes]
+    return normalise(np.stack(crops), spec.mean, spec.std)
+
+
+def keypoints(model: LoadedModel, coords: np.ndarray, scores: np.ndarray | None, box: CropBox
+              ) -> list[Keypoint]:
+    """(K, 2) normalised crop coordinates → keypoints in original-image pixels."""
+    xy = box.to_image(coords)
+    return [Keypoint(id=i, name=name, x=round(float(xy[i, 0]), 2), y=round(float(xy[i, 1]), 2),
+                     score=None if scores is None else round(float(scores[i]), 4))
+            for i, name in enumerate(model.manifest.keypoints)]
+
+
+def stage_keypoints(model: LoadedModel, stages: np.ndarray, box: CropBox) -> list[StageKeypoints]:
+    return [StageKeypoints(stage=t + 1, keypoints=keypoints(model, stages[t], None, box))
+            for t in range(stages.shape[0])]
+
+
+def heatmap_to_image(box: CropBox, height: int, width: int) -> list[list[float]]:
+    """Affine A with [x, y] = A @ [col, row, 1]: heatmap cell centres → image pixels."""
+    sx, sy = box.side / width, box.side / height
+    return [[sx, 0.0, box.x0 + 0.5 * sx], [0.0, sy, box.y0 + 0.5 * sy]]
+
+
+def encode_heatmaps(model: LoadedModel, maps: np.ndarray, fmt: str, box: CropBox) -> Heatmaps:
+    """Per-joint maps as 8-bit PNGs (with their value range) or rounded float arrays."""
+    k, h, w = maps.shape
+    result = Heatmaps(source=model.manifest.heatmap_source, format=fmt,
+                      height=h, width=w, to_image=heatmap_to_image(box, h, w))
+    if fmt == "array":
+        result.maps = np.round(maps.astype(np.float64), 4).tolist()
+        return result
+    names = model.manifest.keypoints
+    encoded = []
+    for i in range(k):
+        lo, hi = float(maps[i].min()), float(maps[i].max())
+        scaled = (maps[i] - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros((h, w))
+        buf = io.BytesIO()
+        Image.fromarray(np.round(scaled).astype(np.uint8), "L").save(buf, "PNG", compress_level=1)
+        encoded.append(HeatmapPNG(name=names[i], png=base64.b64encode(buf.getvalue()).decode(),
+                                  min=round(lo, 6), max=round(hi, 6)))
+    result.maps_png = encoded
+    return result
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 2)
+
+
+async def run_on(runner: SessionPool | MicroBatcher, graph_id: str, feeds: Feeds, settings: Settings,
+                 metrics: Metrics) -> RunResult:
+    """One run on a pool, with the service's error mapping: bad pixels → 4xx, no free
+    session → 503 + Retry-After. The run's latency goes to /metrics under ``graph_id``."""
+    try:
+        result = await runner.run(feeds, settings.inference_timeout_s)
+    except ImageError as exc:
+        raise HTTPException(exc.status, exc.detail) from None
+    except Overloaded as exc:
+        metrics.rejected.labels(graph_id, "busy").inc()
+        raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": "1"}) from None
+    except TimeoutError:
+        metrics.rejected.labels(graph_id, "timeout").inc()
+        raise HTTPException(503, "inference timed out", headers={"Retry-After": "5"}) from None
+    metrics.inference.labels(graph_id).observe(result.infer_s)
+    return result
+
+
+async def find_people(detector: LoadedDetector, upload: Upload, params: DetectParams, settings: Settings,
+                      metrics: Metrics) -> list[PersonBox]:
+    """Every person the detector finds above ``min_score``, most prominent first."""
+    size = detector.input_size
+    ratio: dict[str, float] = {}
+
+    def feeds() -> dict[str, np.ndarray]:  # on the detector's worker thread
+        # The detector sees ≤ size px: a JPEG can decode at 1/2..1/8 scale for it.
+        rgb, scale = load_rgb(reopen(upload.data), max(upload.width, upload.height) / (2 * size))
+        x, r = detection.letterbox(rgb, size)
+        ratio["image"] = r / scale  # letterbox pixels per original-image pixel
+        return {detector.pool.sessions[0].get_inputs()[0].name: x}
+
+    result = await run_on(detector.pool, detector.id, feeds, settings, metrics)
+    min_score = detector.manifest.score_threshold if params.min_score is None else params.min_score
+    found = detection.people(result.outputs[0][0], size, ratio["image"], (upload.width, upload.height),
+                             min_score, detector.manifest.iou_threshold, params.max_persons)
+    return [PersonBox(d.as_xywh(), round(d.score, 4)) for d in found]
+
+
+async def resolve_people(reg: Registry, upload: Upload, bbox: str | None, params: DetectParams,
+                         settings: Settings, metrics: Metrics) -> list[PersonBox]:
+    """The given bbox, the whole image (``detect=false``), or the detector's people."""
+    if bbox:
+        try:
+            return [PersonBox(parse_bbox(bbox, upload.width, upload.height))]
+        except ValueError as exc:
+            raise HTTPException(422, [{"loc": ["query", "bbox"], "msg": str(exc),
+                                       "type": "value_error"}]) from None
+    if not params.enabled:
+        return [PersonBox((0.0, 0.0, float(upload.width), float(upload.height)), whole_image=True)]
+    if reg.detector is None:
+        raise HTTPException(503, "no person detector is loaded on this server: send bbox=x,y,w,h, "
+                                 "or detect=false to treat the whole image as one person")
+    return await find_people(reg.detector, upload, params, settings, metrics)
+
+
+async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heatmaps: str, stages: bool,
+                   t0: float, detect_s: float, settings: Settings, metrics: Metrics) -> PoseResponse:
+    """Every person's crop through the pose model in one batched run; keypoints in image pixels."""
+    t1 = time.perf_counter()
+    image = {"width": upload.width, "height": upload.height}
+    if not people:
+        return PoseResponse(model=m.id, image=image, persons=[], crop=None, keypoints=None,
+                            timing_ms=Timing(decode=_ms(t1 - t0 - detect_s), detect=_ms(detect_s), preprocess=0,
+                                             inference=0, postprocess=0, total=_ms(t1 - t0)))
+    boxes = [crop_for(m, p) for p in people]
+    # One person may join a micro-batch; a group is already a batch and goes straight to the pool.
+    runner = m.runner if len(boxes) == 1 else m.pool
+    # The pixels are decoded on the session's worker thread, right before inference.
+    outputs, prepare_s, _ = await run_on(runner, m.id, lambda: {"image": preprocess(m, upload.data, boxes)},
+                                         settings, metrics)
+    t2 = time.perf_counter()
+    out = dict(zip(m.output_names, outputs))
+    persons = []
+    for i, (p, box) in enumerate(zip(people, boxes)):
+        scores = out["scores"][i] if "scores" in out else None
+        persons.append(Person(bbox=[round(v, 2) for v in p.box], score=p.score,
+                              crop=[round(box.x0, 2), round(box.y0, 2), round(box.side, 2)],
+                              keypoints=keypoints(m, out["keypoints"][i], scores, box),
+                              stages=stage_keypoints(m, out["stage_keypoints"][i], box) if stages else None))
+    if heatmaps != "none":
+        def encode_all() -> list[Heatmaps]:
+            return [encode_heatmaps(m, out["heatmaps"][i], heatmaps, box) for i, box in enumerate(boxes)]
+
+        for person, maps in zip(persons, await run_in_threadpool(encode_all)):
+            person.heatmaps = maps
+    first = persons[0]
+    t3 = time.perf_counter()
+    # decode = upload read + header checks; detect = decode for the detector + its run + NMS;
+    # preprocess = pixel decode, crops, normalise; inference = waiting for a session + the run.
+    return PoseResponse(
+        model=m.id, image=image, persons=persons, crop=first.crop, keypoints=first.keypoints,
+        heatmaps=first.heatmaps, stages=first.stages,
+        timing_ms=Timing(decode=_ms(t1 - t0 - detect_s), detect=_ms(detect_s), preprocess=_ms(prepare_s),
+                         inference=_ms(t2 - t1 - prepare_s), postprocess=_ms(t3 - t2), total=_ms(t3 - t0)))

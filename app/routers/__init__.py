@@ -1,0 +1,1 @@
+"""HTTP routes by concern: ``pose`` (inference) and ``system`` (models, health, metrics, page)."""

@@ -1,0 +1,81 @@
+"""Inference routes: ``POST /pose``, ``/pose/compare`` and ``/pose/render``."""
+from __future__ import annotations
+
+import io
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from app.deps import DetectDep, MetricsDep, ModelDep, RegistryDep, SettingsDep, UploadDep
+from app.imaging import load_rgb, reopen
+from app.pipeline import resolve_people, run_pose
+from app.render import draw_people
+from app.schemas import CompareResponse, ErrorResponse, PoseResponse
+
+router = APIRouter(prefix="/pose", tags=["pose"])
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
+
+BBox = Annotated[str | None, Query(
+    description="person box 'x,y,w,h' in image pixels: skips detection, this box is the one person",
+    max_length=200)]
+Stages = Annotated[bool, Query(description="also return the keypoints after every "
+                                           "stage/stack/iteration")]
+HeatmapFormat = Annotated[Literal["png", "array", "none"], Query(
+    description="png: one 8-bit PNG per joint; array: floats; none: omit")]
+
+
+def json_response(body: BaseModel) -> Response:
+    """Serialise once, in pydantic-core. Returning the model would make FastAPI validate it
+    again against ``response_model`` first, a cost paid on every request for nothing: the
+    model was built by our own code from typed fields. /docs still shows ``response_model``.
+    """
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+@router.post("", response_model=PoseResponse, responses=ERRORS,
+             summary="Estimate the pose of every person in an image")
+async def estimate_pose(upload: UploadDep, m: ModelDep, reg: RegistryDep, detect: DetectDep,
+                        settings: SettingsDep, metrics: MetricsDep, bbox: BBox = None,
+                        heatmaps: HeatmapFormat = "png", stages: Stages = False) -> Response:
+    t0 = time.perf_counter()
+    people = await resolve_people(reg, upload, bbox, detect, settings, metrics)
+    detect_s = time.perf_counter() - t0 if not bbox and detect.enabled else 0.0
+    return json_response(await run_pose(m, upload, people, heatmaps, stages, t0, detect_s, settings, metrics))
+
+
+@router.post("/compare", response_model=CompareResponse, responses=ERRORS,
+             summary="Run every served architecture on the same people, side by side")
+async def compare(upload: UploadDep, reg: RegistryDep, detect: DetectDep, settings: SettingsDep,
+                  metrics: MetricsDep, bbox: BBox = None, stages: Stages = False) -> Response:
+    t0 = time.perf_counter()
+    people = await resolve_people(reg, upload, bbox, detect, settings, metrics)  # detected once
+    results = [await run_pose(m, upload, people, "none", stages, time.perf_counter(), 0.0, settings, metrics)
+               for m in reg.models.values()]
+    detected = len(people) if not bbox and detect.enabled else None
+    return json_response(CompareResponse(image={"width": upload.width, "height": upload.height},
+                                         persons_detected=detected, results=results,
+                                         total_ms=round((time.perf_counter() - t0) * 1e3, 2)))
+
+
+@router.post("/render", response_class=Response, responses={
+    200: {"content": {"image/png": {}}, "description": "the image with every person's box, score and "
+                                                       "skeleton drawn, a colour each"}, **ERRORS},
+    summary="The image with every estimated skeleton drawn on it (PNG)")
+async def render_pose(upload: UploadDep, m: ModelDep, reg: RegistryDep, detect: DetectDep,
+                      settings: SettingsDep, metrics: MetricsDep, bbox: BBox = None) -> Response:
+    t0 = time.perf_counter()
+    people = await resolve_people(reg, upload, bbox, detect, settings, metrics)
+    result = await run_pose(m, upload, people, "none", False, t0, 0.0, settings, metrics)
+
+    def draw() -> bytes:
+        buf = io.BytesIO()
+        draw_people(load_rgb(reopen(upload.data))[0], result.persons, m.manifest.skeleton,
+                    m.manifest.keypoints).save(buf, "PNG")
+        return buf.getvalue()
+
+    return Response(await run_in_threadpool(draw), media_type="image/png",
+                    headers={"x-pose-model": m.id, "x-persons": str(len(result.persons))})

@@ -1,0 +1,91 @@
+"""MobileNetV2 (Sandler et al., CVPR 2018) as an ImageNet-pretrained feature trunk.
+
+Why it is here: torchvision is not installable on these machines, yet ImageNet
+pretraining is the single largest accuracy lever for pose networks trained on ~11k
+photos (DeepPose and IEF were built on pretrained AlexNet/GoogLeNet for that reason).
+This module reproduces torchvision's ``mobilenet_v2().features`` key for key, so its
+state dict — ``features.0.0.weight`` … ``features.17.conv.3.*`` — loads unchanged from
+``../shared/pretrained/imagenet/mobilenet_v2_imagenet.pth`` (or torchvision's own file).
+
+The classifier and the final 1×1 (1280-channel) layer are left out: pose heads read the
+multi-scale features ``forward`` returns (strides 4, 8, 16 and 32).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# (expansion t, output channels c, repeats n, first stride s): Table 2 of the paper.
+INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                             (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+# The pretrained weights expect RGB in [0, 1] mapped to [-1, 1] (see shared/pretrained/README).
+PRETRAINED_MEAN = (0.5, 0.5, 0.5)
+PRETRAINED_STD = (0.5, 0.5, 0.5)
+PRETRAINED_FILE = "imagenet/mobilenet_v2_imagenet.pth"
+# Where each output stride ends in ``features``: strides 4, 8, 16, 32 → layers [0, end).
+STAGE_ENDS = {4: 4, 8: 7, 16: 14, 32: 18}
+STAGE_CHANNELS = {4: 24, 8: 32, 16: 96, 32: 320}
+
+
+def _conv_bn_relu6(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1×1) → depthwise 3×3 → linear project (1×1), identity skip when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = [] if expand == 1 else [_conv_bn_relu6(cin, hidden, 1)]
+        layers += [_conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.use_skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_skip else self.conv(x)
+
+
+class MobileNetV2Trunk(nn.Module):
+    """``features[0:18]`` of MobileNetV2 1.0; returns the features at strides 4, 8, 16, 32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv_bn_relu6(3, 32, 3, 2)]
+        cin = 32
+        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        out, start = {}, 0
+        for stride, end in STAGE_ENDS.items():
+            for layer in self.features[start:end]:
+                x = layer(x)
+            out[stride], start = x, end
+        return out
+
+
+def pretrained_path() -> Path:
+    """The ImageNet weights: ``POSE_PRETRAINED_DIR`` or ../shared/pretrained."""
+    return Path(os.environ.get("POSE_PRETRAINED_DIR", "../shared/pretrained")) / PRETRAINED_FILE
+
+
+def load_imagenet(trunk: MobileNetV2Trunk, path: Path | None = None) -> MobileNetV2Trunk:
+    """Load the ImageNet weights into ``trunk`` (the classifier and layer 18 are skipped)."""
+    path = path or pretrained_path()
+    if not path.exists():
+        raise FileNotFoundError(f"no ImageNet MobileNetV2 weights at {path} "
+                                "(set POSE_PRETRAINED_DIR)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items()
+             if k.startswith("features.") and int(k.split(".")[1]) < len(trunk.features)}
+    trunk.load_state_dict(state, strict=True)
+    return trunk

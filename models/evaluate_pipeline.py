@@ -1,0 +1,185 @@
+"""``poseserve eval-pipeline``: the whole-photo pipeline (detector → every person → pose),
+measured the way users of COCO-trained systems measure theirs.
+
+It runs the shipped graphs through the same code as the service: ``models.detection``
+(letterbox, decode, NMS, prominence order) with the detector manifest's thresholds, then
+every person's crop (``models.transforms``, the manifest's margin) through the pose
+model in one batch.
+
+- LSP test (1000 photos, one annotated person each, others unannotated): how often a
+  returned box matches the annotated person (IoU ≥ 0.5 with the box around the annotated
+  joints), and the PCK@0.2 of that person next to the PCK with the true box.
+- coco_dev (every person annotated, COCO-17): COCO keypoint AP with pycocotools'
+  ``COCOeval`` over the 12 body joints LSP and COCO share (face points marked unlabelled
+  in the ground truth), whole photos in; and person recall (a detection with box IoU ≥ 0.5).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models.detection import Detection, letterbox, people
+from models.evaluate import Runner, lsp_test_people, onnx_runner
+from models.keypoints import COCO_KEYPOINT_NAMES, LSP_TO_COCO
+from models.manifest import DetectorManifest, load_manifest
+from models.metrics import pck_summary
+from models.runtime import create_session
+from models.transforms import CropBox, crop_square, normalise, person_box
+
+MODEL_DIR = Path(__file__).resolve().parent / "onnx"
+
+
+@dataclass
+class Detector:
+    session: object
+    manifest: DetectorManifest
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Detector:
+        manifest = load_manifest(model_dir / "person_detector.json")
+        assert isinstance(manifest, DetectorManifest)
+        return cls(create_session(manifest.onnx_path(model_dir / "person_detector.json")), manifest)
+
+    def __call__(self, img: Image.Image, min_score: float | None = None, max_people: int = 10) -> list[Detection]:
+        size = int(self.manifest.input["size"])
+        x, ratio = letterbox(img, size)
+        raw = self.session.run(None, {"images": x})[0][0]
+        score = self.manifest.score_threshold if min_score is None else min_score
+        return people(raw, size, ratio, img.size, score, self.manifest.iou_threshold, max_people)
+
+
+def pose_all(runner: Runner, img: Image.Image, boxes: list[tuple[float, float, float, float]]
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every box through the pose model in one batch: (N, K, 2) image pixels, (N, K) scores."""
+    crops = [CropBox.around(*b, runner.crop_margin) for b in boxes]
+    x = normalise(np.stack([crop_square(img, c, runner.size) for c in crops]), runner.mean, runner.std)
+    out = runner.outputs(x)
+    kp = np.stack([c.to_image(out["keypoints"][i]) for i, c in enumerate(crops)])
+    return kp, out.get("scores")
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-9)
+
+
+def evaluate_lsp(detector: Detector, runner: Runner, data: str | None, limit: int = 0) -> dict:
+    test = lsp_test_people(data)[:limit or None]
+    found, best_ious, matched_pred, true_pred, gts, valids = [], [], [], [], [], []
+    for p in test:
+        with Image.open(p.path) as im:
+            img = im.convert("RGB")
+        dets = detector(img)
+        truth = person_box(p.joints, p.valid)
+        ious = [box_iou(d.as_xywh(), truth) for d in dets]
+        best = int(np.argmax(ious)) if ious else -1
+        best_ious.append(max(ious, default=0.0))
+        found.append(best >= 0 and ious[best] >= 0.5)
+        boxes = [d.as_xywh() for d in dets] + [truth]  # the true box rides in the same batch
+        kp, _ = pose_all(runner, img, boxes)
+        true_pred.append(kp[-1])
+        # a missed person scores as if nothing had been predicted near them
+        matched_pred.append(kp[best] if found[-1] else np.full_like(kp[-1], -1e6))
+        gts.append(p.joints)
+        valids.append(p.valid)
+    gt, valid, hit = np.stack(gts), np.stack(valids), np.array(found)
+    pck_true = pck_summary(np.stack(true_pred), gt, valid)[0]
+    pck_pipeline = pck_summary(np.stack(matched_pred), gt, valid)[0]
+    pck_found = pck_summary(np.stack(matched_pred)[hit], gt[hit], valid[hit])[0] if hit.any() else 0.0
+    return {"photos": len(test), "person_found@iou0.5": round(float(hit.mean()), 4),
+            "median_best_iou": round(float(np.median(best_ious)), 3),
+            "pck@0.2_true_box": round(pck_true, 4), "pck@0.2_pipeline": round(pck_pipeline, 4),
+            "pck@0.2_pipeline_found_only": round(pck_found, 4)}
+
+
+def body_only_ground_truth(coco: dict, image_ids: set[int]) -> dict:
+    """COCO ground truth with the 5 face points unlabelled and num_keypoints recounted."""
+    body = set(LSP_TO_COCO.values())
+    gt = copy.deepcopy(coco)
+    gt["images"] = [im for im in gt["images"] if im["id"] in image_ids]
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in image_ids]
+    for ann in gt["annotations"]:
+        kp = ann["keypoints"]
+        for j in range(len(COCO_KEYPOINT_NAMES)):
+            if j not in body:
+                kp[3 * j: 3 * j + 3] = [0, 0, 0]
+        ann["num_keypoints"] = sum(1 for j in body if kp[3 * j + 2] > 0)
+    return gt
+
+
+def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_kept_only: bool) -> dict:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from models.data import data_dir
+
+    root = data_dir(data) / "coco_dev"
+    coco = json.loads((root / "person_keypoints.json").read_text())
+    images = [im for im in coco["images"] if not aspect_kept_only or im.get("aspect_kept") is not False]
+    results, recalled, people_total = [], 0, 0
+    for im in images:
+        with Image.open(root / "images" / im["file_name"]) as f:
+            img = f.convert("RGB")
+        dets = detector(img, max_people=20)
+        truths = [a["bbox"] for a in coco["annotations"] if a["image_id"] == im["id"] and not a.get("iscrowd")]
+        people_total += len(truths)
+        recalled += sum(any(box_iou(d.as_xywh(), t) >= 0.5 for d in dets) for t in truths)
+        if not dets:
+            continue
+        kp, scores = pose_all(runner, img, [d.as_xywh() for d in dets])
+        for i, d in enumerate(dets):
+            out = np.zeros((len(COCO_KEYPOINT_NAMES), 3))
+            for lsp, c in LSP_TO_COCO.items():
+                out[c] = (*kp[i, lsp], 1.0)
+            confidence = d.score * (float(np.mean(scores[i])) if scores is not None else 1.0)
+            results.append({"image_id": im["id"], "category_id": 1, "keypoints": out.ravel().round(2).tolist(),
+                            "score": round(confidence, 5)})
+    gt = COCO()
+    gt.dataset = body_only_ground_truth(coco, {im["id"] for im in images})
+    with redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(results) if results else None
+        stats = [0.0] * 10
+        if dt is not None:
+            ev = COCOeval(gt, dt, "keypoints")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            stats = [float(s) for s in ev.stats]
+    return {"photos": len(images), "people": people_total, "person_recall@iou0.5": round(recalled / max(people_total, 1), 4),
+            "AP": round(stats[0], 4), "AP50": round(stats[1], 4), "AP75": round(stats[2], 4),
+            "AP_medium": round(stats[3], 4), "AP_large": round(stats[4], 4), "AR": round(stats[5], 4)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", default=["hourglass"], help="pose model ids in --model-dir")
+    p.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N LSP test photos")
+    p.add_argument("--out", type=Path, help="also write the results as JSON here")
+
+
+def main(args: argparse.Namespace) -> None:
+    detector = Detector.load(args.model_dir)
+    results = {}
+    for model_id in args.models:
+        runner = onnx_runner(args.model_dir / f"{model_id}.onnx")
+        results[model_id] = {
+            "lsp_test": evaluate_lsp(detector, runner, args.data, args.limit),
+            "coco_dev_all": evaluate_coco(detector, runner, args.data, aspect_kept_only=False),
+            "coco_dev_aspect_kept": evaluate_coco(detector, runner, args.data, aspect_kept_only=True)}
+        print(json.dumps({model_id: results[model_id]}, indent=1), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -1,0 +1,149 @@
+"""Issue #12's API: every person in a photo, one batched pose run, no invented skeletons."""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import DATA, image_bytes
+
+TWO_PLAYERS = DATA / "lsp" / "images" / "im1001.jpg"  # two footballers (LSP test photo)
+needs_photo = pytest.mark.skipif(not TWO_PLAYERS.exists(), reason="../shared datasets not present")
+
+
+def post(client, data: bytes, path="/pose", ctype="image/png", **params):
+    return client.post(path, params=params, files={"image": ("p", data, ctype)})
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def person_free_images() -> dict[str, bytes]:
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:240, 0:320]
+    stripes = (((xx // 12 + yy // 12) % 2) * 200 + 30).astype(np.uint8)
+    return {"flat": png(np.full((240, 320, 3), 128, np.uint8)),
+            "noise": png(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)),
+            "texture": png(np.stack([stripes, stripes[::-1], np.full_like(stripes, 90)], -1))}
+
+
+@pytest.mark.parametrize("kind", ["flat", "noise", "texture"])
+def test_person_free_images_return_no_person_and_no_skeleton(client, kind):
+    r = post(client, person_free_images()[kind])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["persons"] == [] and body["keypoints"] is None and body["crop"] is None
+    assert body["heatmaps"] is None and body["timing_ms"]["detect"] > 0
+
+
+@needs_photo
+def test_a_photo_of_two_players_returns_both_with_a_skeleton_each(client):
+    body = post(client, TWO_PLAYERS.read_bytes(), ctype="image/jpeg", heatmaps="none", stages="true").json()
+    persons = body["persons"]
+    assert len(persons) == 2
+    centres = sorted(p["bbox"][0] + p["bbox"][2] / 2 for p in persons)
+    assert centres[0] < 100 < 200 < centres[1]  # the left player (x≈70) and the right one (x≈250)
+    for p in persons:
+        assert 0.35 <= p["score"] <= 1 and len(p["keypoints"]) == 14 and len(p["stages"]) == 2
+        x, y, w, h = p["bbox"]
+        x0, y0, side = p["crop"]
+        assert side == pytest.approx(1.25 * max(w, h), rel=1e-3)
+    first = persons[0]
+    assert body["keypoints"] == first["keypoints"] and body["crop"] == first["crop"]
+    prominence = [p["score"] * p["bbox"][2] * p["bbox"][3] for p in persons]
+    assert prominence == sorted(prominence, reverse=True)
+    few = post(client, TWO_PLAYERS.read_bytes(), ctype="image/jpeg", max_persons=1).json()
+    assert len(few["persons"]) == 1 and few["persons"][0]["bbox"] == first["bbox"]
+    assert post(client, TWO_PLAYERS.read_bytes(), ctype="image/jpeg", min_person_score=0.99).json()["persons"] == []
+
+
+@needs_photo
+def test_compare_detects_once_and_every_model_sees_the_same_people(client):
+    body = post(client, TWO_PLAYERS.read_bytes(), "/pose/compare", "image/jpeg").json()
+    assert body["persons_detected"] == 2
+    boxes = {tuple(tuple(p["bbox"]) for p in r["persons"]) for r in body["results"]}
+    assert len(boxes) == 1 and len(next(iter(boxes))) == 2
+
+
+@needs_photo
+def test_render_draws_every_person(client):
+    r = post(client, TWO_PLAYERS.read_bytes(), "/pose/render", "image/jpeg")
+    assert r.status_code == 200 and r.headers["x-persons"] == "2"
+    drawn = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), np.int16)
+    plain = np.asarray(Image.open(TWO_PLAYERS).convert("RGB"), np.int16)
+    changed = np.abs(drawn - plain).sum(2) > 120
+    assert changed[:, :130].sum() > 100 and changed[:, 170:].sum() > 100  # both halves drawn on
+
+
+def test_every_person_goes_through_the_pose_model_in_one_batched_run(client):
+    from app.metrics import Metrics
+    from app.pipeline import PersonBox, Upload, run_pose
+
+    m = client.app.state.registry.models["cpm"]
+    runs: list[tuple[int, ...]] = []
+    real = m.pool.run
+
+    async def spy(feeds, timeout_s):
+        result = await real(feeds, timeout_s)
+        runs.append(feeds()["image"].shape)
+        return result
+
+    m.pool.run = spy
+    try:
+        upload = Upload(image_bytes(size=(300, 200)), 300, 200)
+        people = [PersonBox((10, 10, 50, 120)), PersonBox((100, 20, 60, 150), 0.9), PersonBox((200, 5, 80, 190), 0.6)]
+        settings = client.app.state.settings
+        body = asyncio.run(run_pose(m, upload, people, "array", True, 0.0, 0.0, settings, Metrics()))
+    finally:
+        m.pool.run = real
+    assert runs == [(3, 3, 32, 32)]  # one run, batch of three
+    assert [p.score for p in body.persons] == [None, 0.9, 0.6]
+    for p, person in zip(people, body.persons):
+        x, y, w, h = p.box
+        assert person.crop[2] == pytest.approx(1.25 * max(w, h))
+        assert person.heatmaps is not None and len(person.stages) == 3
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"min_person_score": "-0.1"}, "min_person_score"), ({"min_person_score": "1.5"}, "min_person_score"),
+    ({"max_persons": "0"}, "max_persons"), ({"max_persons": "100000"}, "max_persons"),
+    ({"detect": "perhaps"}, "detect")])
+def test_bad_detection_parameters_are_422_naming_the_field(client, params, field):
+    r = post(client, image_bytes("PNG"), **params)
+    assert r.status_code == 422
+    assert any(field in e["loc"] for e in r.json()["detail"])
+
+
+def test_the_detector_is_listed_ready_and_measured(client):
+    detector = client.get("/models").json()["detector"]
+    assert detector["id"] == "person_detector" and detector["classes"] == ["person"]
+    assert detector["licence"] == "Apache-2.0" and 0 < detector["score_threshold"] < 1
+    assert "person_detector" not in [m["id"] for m in client.get("/models").json()["models"]]
+    post(client, image_bytes("PNG"))
+    assert 'poseserve_inference_seconds_count{model="person_detector"}' in client.get("/metrics").text
+
+
+def test_without_a_detector_a_whole_photo_is_a_clear_503_and_boxes_still_work(model_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    for f in model_dir.glob("cpm.*"):
+        shutil.copy(f, tmp_path)
+    with TestClient(create_app(Settings(model_dir=tmp_path, pool_size=1, intra_op_threads=1,
+                                        default_model="cpm"))) as c:
+        r = post(c, image_bytes("PNG"))
+        assert r.status_code == 503 and "bbox" in r.json()["detail"] and "detect=false" in r.json()["detail"]
+        assert post(c, image_bytes("PNG"), bbox="10,10,50,80").status_code == 200
+        assert post(c, image_bytes("PNG"), detect="false").status_code == 200
+        assert c.get("/models").json()["detector"] is None

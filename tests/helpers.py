@@ -1,0 +1,78 @@
+"""Test helpers shared across the suite: tiny random-weight models and synthetic images.
+
+Random weights are for tests only; they exercise every code path of export and serving
+in seconds, without the shipped trained models.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models.architectures import ARCHITECTURES as REGISTRY
+
+ARCHITECTURES = tuple(REGISTRY)
+ROOT = Path(__file__).resolve().parent.parent
+# The shared datasets (never copied into the repo): tests that need them skip without them.
+DATA = Path(os.environ.get("POSE_DATA_DIR", ROOT.parent / "shared" / "datasets"))
+TEST_INPUT = 32
+# The smallest sensible options of every registered architecture (a new one must add its own).
+TINY = {"deeppose": {"width": 4, "fc": 16}, "tompson": {"width": 4}, "cpm": {"width": 4},
+        "ief": {"width": 4, "fc": 16}, "hourglass": {"width": 8, "depth": 2}}
+
+
+def tiny_model(name: str):
+    import torch
+
+    from models.architectures import build_model
+
+    torch.manual_seed(0)
+    return build_model(name, input_size=TEST_INPUT, **TINY[name]).eval()
+
+
+def tiny_checkpoint(name: str):
+    from models.checkpoint import Checkpoint
+    from models.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    return Checkpoint(tiny_model(name), {"model": name, "input_size": TEST_INPUT, "arch": TINY[name]},
+                      IMAGENET_MEAN, IMAGENET_STD, {"epoch": 0, "elapsed": 0})
+
+
+SHIPPED = ROOT / "models" / "onnx"
+
+
+def add_detector(out: Path) -> Path:
+    """Copy the shipped person detector (real weights: it is small) into a model directory."""
+    import shutil
+
+    for suffix in (".onnx", ".json", ".LICENSE"):
+        shutil.copy(SHIPPED / f"person_detector{suffix}", out)
+    return out
+
+
+def export_tiny_models(out: Path) -> Path:
+    """A model directory with every architecture (random weights, real manifests) and the
+    shipped person detector."""
+    from export.onnx_export import export_model
+
+    for name in ARCHITECTURES:
+        export_model(tiny_checkpoint(name), out)
+    return add_detector(out)
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (120, 160), mode: str = "RGB", **save) -> bytes:
+    """A small synthetic photo-like image (a bright figure on a gradient)."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1),
+                    np.full_like(xx, 90)], -1).astype(np.uint8)
+    rgb[h // 4: 3 * h // 4, w // 3: 2 * w // 3] = 230
+    img = Image.fromarray(rgb, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
