@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -16,6 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.metrics import Metrics
 
 log = logging.getLogger("poseserve")
+# A client's x-request-id is kept only when it is plainly an id: it is echoed in a header
+# and written to the log, where newlines or control bytes would forge log lines.
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_from(headers: dict[bytes, bytes]) -> str:
+    given = headers.get(b"x-request-id", b"").decode("latin-1")
+    return given if SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
 
 
 class RequestObserver:
@@ -28,7 +37,7 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        request_id = request_id_from(headers)
         start = time.perf_counter()
         status = 500
         started = False

@@ -5,11 +5,16 @@ noise. This starts both servers side by side (same models, same settings), sends
 request to A then B, alternating, and reports both p50s and their ratio, per image, so
 both servers see the same machine at the same moments.
 
-    git worktree add /tmp/baseline <rev> && poseserve ab --baseline /tmp/baseline
+    git worktree add /tmp/baseline <rev> && poseserve ab --baseline /tmp/baseline [--bbox x,y,w,h]
+
+Both servers load a model directory holding only the compared model, so that an older
+checkout, which knows no newer artifact kinds (the person detector), serves the same graph.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,9 +29,12 @@ from benchmarks.bench import (
 
 
 def compare(baseline: Path, candidate: Path, model_dir: Path, model: str, images: dict[str, bytes],
-            n: int) -> dict[str, tuple[float, float]]:
+            n: int, params: str = "detect=false") -> dict[str, tuple[float, float]]:
     """image label → (baseline p50 s, candidate p50 s), ``heatmaps=none``."""
-    servers = [Server(model_dir, threads=1, source=baseline), Server(model_dir, threads=1, source=candidate)]
+    only = Path(tempfile.mkdtemp(prefix="ab-models-"))
+    for suffix in (".onnx", ".json"):
+        shutil.copy(model_dir / f"{model}{suffix}", only)
+    servers = [Server(only, threads=1, source=baseline), Server(only, threads=1, source=candidate)]
     try:
         clients = [Client(s.port) for s in servers]
         result = {}
@@ -35,7 +43,7 @@ def compare(baseline: Path, candidate: Path, model_dir: Path, model: str, images
             for i in range(n + WARMUP):
                 for which in (0, 1) if i % 2 else (1, 0):  # alternate who goes first, too
                     start = time.perf_counter()
-                    clients[which].pose(model, image)
+                    clients[which].pose(model, image, params=params)
                     if i >= WARMUP:
                         samples[which].append(time.perf_counter() - start)
             result[label] = (percentile(samples[0], 50), percentile(samples[1], 50))
@@ -43,12 +51,14 @@ def compare(baseline: Path, candidate: Path, model_dir: Path, model: str, images
     finally:
         for s in servers:
             s.close()
+        shutil.rmtree(only, ignore_errors=True)
 
 
 def main(args: argparse.Namespace) -> None:
     images = default_images(args.image, args.data)
-    result = compare(args.baseline, args.candidate, args.model_dir, args.model, images, args.n)
-    print(f"{args.model}, heatmaps=none, {args.n} alternating requests per server and image")
+    params = f"bbox={args.bbox}" if args.bbox else "detect=false"
+    result = compare(args.baseline, args.candidate, args.model_dir, args.model, images, args.n, params)
+    print(f"{args.model}, heatmaps=none, {params}, {args.n} alternating requests per server and image")
     print("| image | baseline p50 ms | candidate p50 ms | candidate ÷ baseline |\n|---|---|---|---|")
     for label, (a, b) in result.items():
         print(f"| {label} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.2f}× |")
@@ -60,9 +70,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     p.add_argument("--model", default="hourglass")
     p.add_argument("--n", type=int, default=300)
+    p.add_argument("--bbox", help="send this person box (x,y,w,h) with every request; default detect=false")
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    main(parser.parse_args())

@@ -127,7 +127,9 @@ class Server:
                    POSE_INTRA_OP_THREADS=str(threads), POSE_MAX_QUEUE="64", **extra_env)
         if source is not None:
             env["PYTHONPATH"] = str(Path(source).resolve())
-        self.proc = subprocess.Popen([sys.executable, "-m", "poseserve", "serve", "--host", "127.0.0.1",
+        # older checkouts (before the command table) start from app.cli
+        entry = "poseserve" if source is None or (Path(source) / "poseserve.py").exists() else "app.cli"
+        self.proc = subprocess.Popen([sys.executable, "-m", entry, "serve", "--host", "127.0.0.1",
                                       "--port", str(self.port), "--graceful-timeout", str(graceful_timeout)],
                                      env=env, cwd=source,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -420,8 +422,3 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="per concurrency level")
     p.add_argument("--out", default="docs/benchmarks.md")
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    main(parser.parse_args())

@@ -123,8 +123,3 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "requests by a quarter here, 200 Hz by a few percent)")
     p.add_argument("--out", default="docs/profile.md")
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    main(parser.parse_args())

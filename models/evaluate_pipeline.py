@@ -168,6 +168,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
     p.add_argument("--limit", type=int, default=0, help="only the first N LSP test photos")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
+    p.add_argument("--markdown", type=Path, help="also write a report here (docs/pipeline.md)")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -183,3 +184,41 @@ def main(args: argparse.Namespace) -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(results, detector.manifest, args.limit))
+
+
+def markdown(results: dict, detector: DetectorManifest, limit: int) -> str:
+    lines = ["# The whole-photo pipeline: detector + pose", "",
+             "Measured by `poseserve eval-pipeline` (models/evaluate_pipeline.py) in one run, through the",
+             f"shipped graphs and the service's own decoding: detector `{detector.id}` ({detector.architecture}),",
+             f"score ≥ {detector.score_threshold}, NMS IoU {detector.iou_threshold}; every person's crop through the",
+             "pose model in one batch.", "",
+             "## LSP test: is the annotated person found, and how well is their pose estimated?", "",
+             f"{'First ' + str(limit) if limit else 'All 1000'} LSP test photos, whole photos in (no `bbox`). *Found* = a "
+             "returned box with IoU ≥ 0.5 against the box around the annotated joints (a tight box: detector "
+             "boxes also cover hands, feet and hair, so IoUs run lower than against a person box). PCK@0.2 "
+             "of the matched person (a missed person counts as all joints wrong), next to the PCK with the "
+             "true box.", "",
+             "| model | found (IoU ≥ 0.5) | median best IoU | PCK@0.2 true box | PCK@0.2 pipeline | PCK@0.2 pipeline, found only |",
+             "|---|---|---|---|---|---|"]
+    for m, r in results.items():
+        lsp = r["lsp_test"]
+        lines.append(f"| {m} | {lsp['person_found@iou0.5']:.3f} | {lsp['median_best_iou']:.3f} | "
+                     f"{lsp['pck@0.2_true_box']:.3f} | {lsp['pck@0.2_pipeline']:.3f} | "
+                     f"{lsp['pck@0.2_pipeline_found_only']:.3f} |")
+    lines += ["", "## coco_dev: COCO keypoint AP on everyday photos (pycocotools)", "",
+              "Every person annotated (COCO-17); whole photos in. `COCOeval` over the 12 body joints LSP and "
+              "COCO share: the 5 face points are marked unlabelled in the ground truth (our models do not "
+              "predict them) and `num_keypoints` recounted. A prediction's score = detector score × mean "
+              "joint score (heatmap models). *Recall* = annotated people with a returned box of IoU ≥ 0.5. "
+              "*all*: the 110 photos; *aspect kept*: the 57 not squashed on re-hosting.", "",
+              "| model | photos | people | person recall | AP | AP50 | AP75 | AP medium | AP large | AR |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for m, r in results.items():
+        for key, label in (("coco_dev_all", "all"), ("coco_dev_aspect_kept", "aspect kept")):
+            c = r[key]
+            lines.append(f"| {m} ({label}) | {c['photos']} | {c['people']} | {c['person_recall@iou0.5']:.3f} | "
+                         f"**{c['AP']:.3f}** | {c['AP50']:.3f} | {c['AP75']:.3f} | {c['AP_medium']:.3f} | "
+                         f"{c['AP_large']:.3f} | {c['AR']:.3f} |")
+    return "\n".join(lines) + "\n"

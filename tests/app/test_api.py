@@ -301,3 +301,13 @@ def test_cors_can_be_enabled_for_listed_origins(model_dir):
         other = c.options("/pose", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
     assert ok.headers["access-control-allow-origin"] == "https://ui.example"
     assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("abc-123_X.y:z", True), ("a" * 64, True), ("a" * 65, False), ("x\r\nforged log line", False),
+    ("<script>", False), ("", False)])
+def test_request_ids_are_echoed_only_when_they_are_plain_ids(client, given, kept):
+    r = client.get("/healthz", headers={"x-request-id": given} if given else {})
+    echoed = r.headers["x-request-id"]
+    assert (echoed == given) is kept
+    assert len(echoed) <= 64 and echoed.replace("-", "").replace("_", "").replace(".", "").replace(":", "").isalnum()

@@ -104,3 +104,28 @@ def test_a_cuda_only_variant_is_skipped_on_cpu_not_failed(model_dir, tmp_path):
         r = c.post("/pose", params={"model": "hourglass-fp16"},
                    files={"image": ("p.jpg", image_bytes(), "image/jpeg")})
         assert r.status_code == 404 and "CUDAExecutionProvider" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda m: m.update(onnx="/etc/passwd"), "onnx"),                 # a path outside the model dir
+    (lambda m: m.update(onnx="../hourglass.onnx"), "onnx"),
+    (lambda m: m["input"].update(size="big"), "input.size"),           # not a number
+    (lambda m: m.update(output_kind="boxes"), "output_kind"),
+    (lambda m: m.pop("keypoints"), "keypoints"),
+    (lambda m: m.update(surprise=1), "surprise"),                      # a typo'd or unknown key
+])
+def test_a_malformed_manifest_costs_that_model_alone(model_dir, tmp_path, edit, reason):
+    """Schema validation at load: the bad model is unavailable with a reason that names
+    the field and no server path; the rest of the directory serves."""
+    for name in ("hourglass", "cpm"):
+        shutil.copy(model_dir / f"{name}.onnx", tmp_path)
+        shutil.copy(model_dir / f"{name}.json", tmp_path)
+    manifest = json.loads((tmp_path / "cpm.json").read_text())
+    edit(manifest)
+    (tmp_path / "cpm.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(Settings(model_dir=tmp_path, pool_size=1, intra_op_threads=1))) as c:
+        listing = c.get("/models").json()
+        assert [m["id"] for m in listing["models"]] == ["hourglass"]
+        failed = listing["unavailable"]["cpm"]
+        assert failed.startswith("invalid manifest") and reason in failed
+        assert "/etc" not in failed and str(tmp_path) not in failed

@@ -59,3 +59,29 @@ def test_eval_reproduces_the_shipped_accuracy_exactly():
     # Same machine kind → identical; another CPU's kernels may flip a rare argmax tie.
     assert result["pck@0.2"] == pytest.approx(recorded["pck@0.2"], abs=0.002)
     assert result["per_stage_pck@0.2"] == pytest.approx(recorded["per_stage_pck@0.2"], abs=0.002)
+
+
+def test_the_person_detector_ships_with_manifest_and_licence():
+    from models.manifest import DetectorManifest, sha256_file
+
+    m = load_manifest(DEFAULT_MODEL_DIR / "person_detector.json")
+    assert isinstance(m, DetectorManifest) and m.classes == ["person"] and m.licence == "Apache-2.0"
+    assert sha256_file(DEFAULT_MODEL_DIR / m.onnx) == m.sha256
+    assert "Apache License" in (DEFAULT_MODEL_DIR / m.licence_file).read_text()
+    assert "YOLOX" in m.origin and 0 < m.score_threshold < 1
+
+
+@pytest.mark.parametrize("weights", sorted((DEFAULT_MODEL_DIR.parent / "weights").glob("*.pt")),
+                         ids=lambda p: p.stem)
+def test_released_weights_are_the_shipped_graph(weights):
+    """The PyTorch weights a fine-tuning run starts from export to exactly the served ONNX."""
+    pytest.importorskip("torch")
+    from export.onnx_export import PARITY_TOLERANCE, check_parity
+    from models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(weights)
+    m = manifest(weights.stem)
+    assert ckpt.optimizer is None and ckpt.input_size == m.input.size
+    assert tuple(ckpt.mean) == m.input.mean and m.training["epochs"] == ckpt.state["epoch"]
+    assert check_parity(ckpt.model, DEFAULT_MODEL_DIR / m.onnx, m.input.size, batches=(2,),
+                        flip_test=m.flip_test) <= PARITY_TOLERANCE

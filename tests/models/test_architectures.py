@@ -112,6 +112,21 @@ def test_render_then_decode_recovers_points_within_a_quarter_cell():
     assert (soft - pts).abs().max() < 0.5 / 32
 
 
+def test_taylor_refinement_is_exact_on_gaussians_where_the_quarter_step_is_not():
+    torch.manual_seed(2)
+    pts = torch.rand(4, NUM_KEYPOINTS, 2) * 0.8 + 0.1
+    maps = render_gaussians(pts, 32, 32, sigma=1.5)
+    taylor = (decode_heatmaps(maps, "taylor")[..., :2] - pts).abs().max() * 32
+    quarter = (decode_heatmaps(maps, "quarter")[..., :2] - pts).abs().max() * 32
+    assert taylor < 1e-3 < 0.1 < quarter  # in cells
+    # flat or negative maps (an untrained net) never produce NaN or a step beyond half a cell
+    odd = torch.cat([torch.zeros(1, NUM_KEYPOINTS, 8, 8), -torch.rand(1, NUM_KEYPOINTS, 8, 8)])
+    out = decode_heatmaps(odd, "taylor")
+    peak = odd.reshape(2, NUM_KEYPOINTS, -1).argmax(-1)
+    centres = torch.stack([peak % 8, peak // 8], -1).float() + 0.5
+    assert torch.isfinite(out).all() and ((out[..., :2] * 8 - centres).abs() <= 0.5 + 1e-5).all()
+
+
 def test_ief_rendering_is_differentiable_in_the_pose():
     pts = torch.full((1, 1, 2), 0.5, requires_grad=True)
     render_gaussians(pts, 16, 16, 1.5)[0, 0, 4, 6].backward()
