@@ -53,7 +53,8 @@ def test_heatmap_affine_maps_the_peak_cell_onto_the_keypoint(client):
     for k, kp in enumerate(body["keypoints"]):
         row, col = np.unravel_index(maps[k].argmax(), maps[k].shape)
         x, y = a @ np.array([col, row, 1.0])
-        assert abs(x - kp["x"]) <= 0.3 * cell and abs(y - kp["y"]) <= 0.3 * cell
+        # the sub-pixel refinement moves a keypoint at most half a cell from its peak cell
+        assert abs(x - kp["x"]) <= 0.5 * cell + 1e-6 and abs(y - kp["y"]) <= 0.5 * cell + 1e-6
 
 
 def test_png_heatmaps_decode_to_the_array_values(client):
