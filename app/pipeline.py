@@ -61,8 +61,17 @@ class DetectParams:
     max_persons: int = 10
 
 
+MIN_BOX_PX = 4  # a person smaller than this has no pose to find
+MAX_BOX_FACTOR = 4  # a box may reach past the image (a cropped person), not absurdly far
+
+
 def parse_bbox(text: str, width: int, height: int) -> tuple[float, float, float, float]:
-    """Parse ``x,y,w,h`` (image pixels) and check it is a real box that overlaps the image."""
+    """Parse ``x,y,w,h`` in image pixels and check it is a plausible person box for this image.
+
+    Refused with a reason (a 422 naming ``bbox``): not four finite numbers, not positive,
+    under ``MIN_BOX_PX`` pixels, over ``MAX_BOX_FACTOR`` × the image, or not overlapping it.
+    A box whose numbers are all ≤ 1 on a larger image gets a hint: it looks normalised.
+    """
     parts = text.split(",")
     if len(parts) != 4:
         raise ValueError("bbox must be four numbers: x,y,w,h")
@@ -74,6 +83,14 @@ def parse_bbox(text: str, width: int, height: int) -> tuple[float, float, float,
         raise ValueError("bbox values must be finite")
     if w <= 0 or h <= 0:
         raise ValueError("bbox width and height must be positive")
+    if max(abs(x), abs(y), w, h) <= 1 and max(width, height) > 2:
+        raise ValueError(f"bbox {text} looks like normalised coordinates; bbox is in image pixels "
+                         f"(this image is {width}x{height}): multiply x and w by {width}, y and h by {height}")
+    if w < MIN_BOX_PX or h < MIN_BOX_PX:
+        raise ValueError(f"bbox must be at least {MIN_BOX_PX} pixels wide and high (image pixels)")
+    if max(w, h) > MAX_BOX_FACTOR * max(width, height):
+        raise ValueError(f"bbox is more than {MAX_BOX_FACTOR}x the {width}x{height} image; "
+                         "it must be in image pixels")
     if x >= width or y >= height or x + w <= 0 or y + h <= 0:
         raise ValueError(f"bbox lies outside the {width}x{height} image")
     return x, y, w, h

@@ -114,8 +114,8 @@ def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[i
     return worst
 
 
-def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float,
-                   accuracy: dict | None = None, flip_test: bool = False) -> PoseManifest:
+def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float, flip_test: bool = False) -> PoseManifest:
+    """The manifest of a fresh export; ``accuracy`` stays empty until ``export.report`` measures it."""
     model, size = ckpt.model, ckpt.input_size
     outputs = describe_outputs(model, size)
     return PoseManifest(
@@ -136,12 +136,10 @@ def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float,
                   **{k: ckpt.config[k] for k in ("arch", "input_size", "batch", "lr", "minutes", "bf16",
                                                  "cache", "init") if ckpt.config.get(k) is not None},
                   "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
-                  "train_minutes": round(ckpt.state.get("elapsed", 0) / 60, 1)},
-        accuracy=accuracy)
+                  "train_minutes": round(ckpt.state.get("elapsed", 0) / 60, 1)})
 
 
-def export_model(ckpt: Checkpoint, out_dir: Path, accuracy: dict | None = None,
-                 flip_test: bool = False, fp16: bool = False) -> PoseManifest:
+def export_model(ckpt: Checkpoint, out_dir: Path, flip_test: bool = False, fp16: bool = False) -> PoseManifest:
     """Export, check parity (raises above the tolerance), write ``<id>.onnx`` + ``<id>.json``.
 
     ``fp16`` writes ``<id>-fp16.onnx`` instead: the half-precision variant for the CUDA
@@ -157,7 +155,7 @@ def export_model(ckpt: Checkpoint, out_dir: Path, accuracy: dict | None = None,
                           min_agreement=0.95 if fp16 else 0.99)
     if parity > (FP16_PARITY_TOLERANCE if fp16 else PARITY_TOLERANCE):
         raise AssertionError(f"{name}: ONNX differs from PyTorch float32 by {parity:.2e}")
-    manifest = build_manifest(ckpt, onnx_path, parity, accuracy, flip_test)
+    manifest = build_manifest(ckpt, onnx_path, parity, flip_test)
     if fp16:
         manifest = manifest.variant_of(
             "fp16", onnx_path, precision="network in float16; input, flip averaging and decoding in float32",

@@ -26,8 +26,8 @@ from export.onnx_export import SHIPPED_DIR, export_model
 from export.quantize import calibration_crops, quantize_int8
 from models.architectures import ARCHITECTURES
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.evaluate import accuracy_summary, evaluate
-from models.manifest import PoseManifest, load_manifest
+from models.evaluate import evaluate
+from models.manifest import load_manifest
 from models.runtime import create_session
 from models.train import RELEASED_WEIGHTS
 
@@ -52,7 +52,7 @@ def p50_latency(path: Path, size: int, runs: int = 200) -> float:
 class VariantMeasurement:
     """A reduced-precision variant next to its float32 base, measured in one run."""
 
-    manifest: PoseManifest  # the variant's manifest, with its measured accuracy filled in
+    result: dict  # the variant's evaluation (its manifest gets it through report.record_accuracy)
     pck_fp32: float
     pck: float
     p50_fp32_s: float
@@ -73,20 +73,22 @@ def measure_variant(fp32: Path, variant: Path, data: str | None, limit: int) -> 
     manifest = load_manifest(fp32.with_suffix(".json"))
     size = manifest.input.size
     result = evaluate(manifest.id, data=data, onnx_path=variant, limit=limit)
-    variant_manifest = load_manifest(variant.with_suffix(".json"))
-    variant_manifest.accuracy = accuracy_summary(result)
     t32, tv = [], []
     for _ in range(3):  # interleaved so both see the same machine load
         t32.append(p50_latency(fp32, size))
         tv.append(p50_latency(variant, size))
-    return VariantMeasurement(variant_manifest, manifest.accuracy["pck@0.2"], result["pck@0.2"],
+    return VariantMeasurement(result, manifest.accuracy["pck@0.2"], result["pck@0.2"],
                               float(np.median(t32)), float(np.median(tv)))
 
 
-def decide(variant: Path, model_id: str, m: VariantMeasurement, ship: bool, rows: list[str]) -> None:
+def decide(variant: Path, model_id: str, m: VariantMeasurement, ship: bool, rows: list[str],
+           decision: dict | None = None) -> None:
     """Keep the variant (its manifest now with its measured accuracy) or delete it; log the row."""
     if ship:
-        m.manifest.save(variant.with_suffix(".json"))
+        manifest = report.record_accuracy(variant.with_suffix(".json"), m.result)
+        if decision is not None:
+            manifest.int8_decision = decision
+            manifest.save(variant.with_suffix(".json"))
     else:
         variant.unlink()
         variant.with_suffix(".json").unlink()
@@ -107,9 +109,8 @@ def release_int8(onnx_dir: Path, cache: Path, data: str | None, docs: Path, mode
         int8 = quantize_int8(fp32, calibration_crops(cache, size))
         m = measure_variant(fp32, int8, data, limit)
         ship = m.drop <= MAX_PCK_DROP and m.p50_s < m.p50_fp32_s
-        m.manifest.int8_decision = {"pck_drop": round(m.drop, 4), "p50_ms_fp32": round(m.p50_fp32_s * 1e3, 3),
-                                       "p50_ms_int8": round(m.p50_s * 1e3, 3), "shipped": ship}
-        decide(int8, model_id, m, ship, rows)
+        decide(int8, model_id, m, ship, rows, {"pck_drop": round(m.drop, 4), "p50_ms_fp32": round(m.p50_fp32_s * 1e3, 3),
+                                               "p50_ms_int8": round(m.p50_s * 1e3, 3), "shipped": ship})
     (docs / "int8.md").write_text(
         "# int8 variants\n\nMeasured by `poseserve release` (export/release.py) in one run: static QDQ "
         "quantization (per-channel int8 weights, uint8 activations) calibrated on 256 training crops; "

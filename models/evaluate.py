@@ -78,7 +78,7 @@ def onnx_runner(path: Path) -> Runner:
                   spec.crop_margin, outputs)
 
 
-def torch_runner(path: Path, flip_test: bool = False) -> Runner:
+def torch_runner(path: Path, flip_test: bool = False, refine: str = "taylor") -> Runner:
     import torch
 
     from models.checkpoint import load_checkpoint
@@ -86,7 +86,7 @@ def torch_runner(path: Path, flip_test: bool = False) -> Runner:
     from models.transforms import CROP_MARGIN
 
     ckpt = load_checkpoint(path)
-    graph = InferenceGraph(ckpt.model, flip_test=flip_test).eval()
+    graph = InferenceGraph(ckpt.model, flip_test=flip_test, refine=refine).eval()
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -155,8 +155,10 @@ def score(model_id: str, source: str, dataset: str, pred: np.ndarray, people: li
     }
 
 
-def runner_for(onnx_path: Path | None, checkpoint: Path | None) -> Runner:
-    return onnx_runner(Path(onnx_path)) if onnx_path else torch_runner(Path(checkpoint))
+def runner_for(onnx_path: Path | None, checkpoint: Path | None, flip_test: bool = False,
+               refine: str = "taylor") -> Runner:
+    """An exported graph (its flip test and decoding are baked in), or a checkpoint with these."""
+    return onnx_runner(Path(onnx_path)) if onnx_path else torch_runner(Path(checkpoint), flip_test, refine)
 
 
 def evaluate(model_id: str, data: str | None = None, onnx_path: Path | None = None,
@@ -190,11 +192,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N LSP test images")
     p.add_argument("--coco", action="store_true", help="also PCK on coco_dev's everyday photos")
+    p.add_argument("--flip-test", action="store_true", help="checkpoints: average with the mirrored image")
+    p.add_argument("--refine", choices=("taylor", "quarter"), default="taylor",
+                   help="checkpoints: sub-pixel step of the heatmap decoding")
 
 
 def main(args: argparse.Namespace) -> None:
     """Prints the result; ``poseserve release`` is what records it in a manifest."""
-    runner = runner_for(args.onnx, args.checkpoint)
+    runner = runner_for(args.onnx, args.checkpoint, args.flip_test, args.refine)
     result = {"lsp": evaluate(args.model, args.data, args.onnx, args.checkpoint, args.limit, runner)}
     if args.coco:
         result["coco_dev"] = evaluate_coco(args.model, args.data, args.onnx, args.checkpoint, runner)

@@ -53,12 +53,14 @@ class InferenceGraph(nn.Module):
     coordinate near 1.0 is quantised to 1/2048, and argmax ties multiply.
     """
 
-    def __init__(self, model: nn.Module, flip_test: bool = False, fp16: bool = False) -> None:
+    def __init__(self, model: nn.Module, flip_test: bool = False, fp16: bool = False,
+                 refine: str = "taylor") -> None:
         super().__init__()
         self.model = copy.deepcopy(model).half() if fp16 else model
         self.output_kind: str = model.output_kind
         self.flip_test = flip_test
         self.fp16 = fp16
+        self.refine = refine  # sub-pixel step of the heatmap decoding (models.heatmaps)
 
     def network(self, image: torch.Tensor) -> list[torch.Tensor]:
         if not self.fp16:
@@ -74,7 +76,7 @@ class InferenceGraph(nn.Module):
             side = image.shape[-1] // HEATMAP_STRIDE
             rendered = render_gaussians(stages[-1], side, side, HEATMAP_SIGMA)
             return stages[-1], torch.stack(stages, 1), rendered
-        decoded = [decode_heatmaps(h) for h in stages]
+        decoded = [decode_heatmaps(h, self.refine) for h in stages]
         stage_kp = torch.stack([d[..., :2] for d in decoded], 1)
         return (decoded[-1][..., :2], stage_kp, decoded[-1][..., 2], stages[-1],
                 torch.stack(stages, 1))

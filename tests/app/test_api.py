@@ -103,6 +103,8 @@ def test_keypoints_follow_the_exif_orientation(client):
     ({"bbox": "500,500,10,10"}, 422, "bbox"),
     ({"bbox": "a,b,c,d"}, 422, "bbox"),
     ({"bbox": "nan,0,10,10"}, 422, "bbox"),
+    ({"bbox": "0,0,1e30,1e30"}, 422, "bbox"),  # was a 500 (OverflowError while cropping)
+    ({"bbox": "10,10,2,50"}, 422, "bbox"),  # under 4 px wide
     ({"heatmaps": "jpeg"}, 422, "heatmaps"),
     ({"stages": "maybe"}, 422, "stages"),
 ])
@@ -312,3 +314,10 @@ def test_request_ids_are_echoed_only_when_they_are_plain_ids(client, given, kept
     echoed = r.headers["x-request-id"]
     assert (echoed == given) is kept
     assert len(echoed) <= 64 and echoed.replace("-", "").replace("_", "").replace(".", "").replace(":", "").isalnum()
+
+
+def test_a_normalised_box_is_refused_with_a_hint_to_use_pixels(client):
+    r = post(client, image_bytes(size=(120, 160)), bbox="0.1,0.1,0.5,0.8")
+    assert r.status_code == 422
+    msg = r.json()["detail"][0]["msg"]
+    assert "normalised" in msg and "120x160" in msg and r.json()["detail"][0]["loc"] == ["query", "bbox"]

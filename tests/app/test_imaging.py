@@ -119,13 +119,15 @@ def test_bbox_parsing_accepts_only_real_boxes(text, w, h):
         x, y, bw, bh = parse_bbox(text, w, h)
     except ValueError:
         return
-    assert bw > 0 and bh > 0 and x < w and y < h and x + bw > 0 and y + bh > 0
+    assert bw >= 4 and bh >= 4 and x < w and y < h and x + bw > 0 and y + bh > 0
+    assert max(bw, bh) <= 4 * max(w, h)
 
 
 @given(st.floats(-100, 100), st.floats(-100, 100), st.floats(0.5, 400), st.floats(0.5, 400))
 def test_bbox_parsing_round_trips_valid_boxes(x, y, w, h):
     text = f"{x!r},{y!r},{w!r},{h!r}"
-    if x >= 500 or y >= 500 or x + w <= 0 or y + h <= 0:
+    normalised = max(abs(x), abs(y), w, h) <= 1
+    if x >= 500 or y >= 500 or x + w <= 0 or y + h <= 0 or w < 4 or h < 4 or normalised:
         with pytest.raises(ValueError):
             parse_bbox(text, 500, 500)
     else:
