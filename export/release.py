@@ -100,9 +100,19 @@ TABLE_HEADER = [("| model | PCK@0.2 fp32 | PCK@0.2 {v} | drop (points) | CPU p50
                  "| {v} ÷ fp32 | shipped |"), "|---|---|---|---|---|---|---|---|"]
 
 
+def kept_rows(doc: Path, models: list[str]) -> list[str]:
+    """The decision rows of models not re-released now, from the previous ``doc``, so a
+    partial release (``--models``) does not erase the others' measured decisions."""
+    if not doc.exists():
+        return []
+    return [line for line in doc.read_text().splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip() in ARCHITECTURES
+            and line.split("|")[1].strip() not in models]
+
+
 def release_int8(onnx_dir: Path, cache: Path, data: str | None, docs: Path, models: list[str],
                  limit: int = 0) -> list[str]:
-    rows = [line.format(v="int8") for line in TABLE_HEADER]
+    rows = [line.format(v="int8") for line in TABLE_HEADER] + kept_rows(docs / "int8.md", models)
     for model_id in models:
         fp32 = onnx_dir / f"{model_id}.onnx"
         size = load_manifest(fp32.with_suffix(".json")).input.size
@@ -126,7 +136,7 @@ def release_fp16(onnx_dir: Path, data: str | None, docs: Path, models: list[str]
     Shipped where the PCK drop is ≤ 1 point. Their CPU latency is recorded but is no
     criterion: on CPU they are skipped by the registry (see ``export_model``).
     """
-    rows = [line.format(v="fp16") for line in TABLE_HEADER]
+    rows = [line.format(v="fp16") for line in TABLE_HEADER] + kept_rows(docs / "fp16.md", models)
     for model_id in models:
         fp32 = onnx_dir / f"{model_id}.onnx"
         flip_test = load_manifest(fp32.with_suffix(".json")).flip_test

@@ -142,3 +142,12 @@ def test_fp16_variant_runs_the_network_in_half_and_keeps_float32_io(tmp_path, na
     assert check_parity(ckpt.model, path, TEST_INPUT, flip_test=True, min_agreement=0.9) <= FP16_PARITY_TOLERANCE
     # the source model is untouched: still float32, still matches the float32 export
     assert next(ckpt.model.parameters()).dtype == torch.float32
+
+
+def test_a_partial_release_keeps_the_other_models_decisions(tmp_path):
+    from export.release import kept_rows
+
+    doc = tmp_path / "int8.md"
+    doc.write_text("# int8\n\n| model | a |\n|---|---|\n| cpm | 1 |\n| hourglass | 2 |\n| ief | 3 |\n")
+    assert kept_rows(doc, ["hourglass"]) == ["| cpm | 1 |", "| ief | 3 |"]
+    assert kept_rows(tmp_path / "missing.md", ["cpm"]) == []
