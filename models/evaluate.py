@@ -195,11 +195,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-test", action="store_true", help="checkpoints: average with the mirrored image")
     p.add_argument("--refine", choices=("taylor", "quarter"), default="taylor",
                    help="checkpoints: sub-pixel step of the heatmap decoding")
+    p.add_argument("--crop-margin", type=float, help="override the crop margin around the person box")
 
 
 def main(args: argparse.Namespace) -> None:
     """Prints the result; ``poseserve release`` is what records it in a manifest."""
     runner = runner_for(args.onnx, args.checkpoint, args.flip_test, args.refine)
+    if args.crop_margin:
+        runner.crop_margin = args.crop_margin
     result = {"lsp": evaluate(args.model, args.data, args.onnx, args.checkpoint, args.limit, runner)}
     if args.coco:
         result["coco_dev"] = evaluate_coco(args.model, args.data, args.onnx, args.checkpoint, runner)
