@@ -22,13 +22,11 @@ from fastapi import HTTPException
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
+from app.batching import MicroBatcher
 from app.imaging import ImageError, load_rgb, reopen
 from app.metrics import Metrics
-from app.pool import Overloaded
-from app.registry import LoadedModel
-from app.pool import Feeds, RunResult, SessionPool
-from app.batching import MicroBatcher
-from app.registry import LoadedDetector, Registry
+from app.pool import Feeds, Overloaded, RunResult, SessionPool
+from app.registry import LoadedDetector, LoadedModel, Registry
 from app.schemas import HeatmapPNG, Heatmaps, Keypoint, Person, PoseResponse, StageKeypoints, Timing
 from app.settings import Settings
 from models import detection
@@ -186,7 +184,7 @@ async def find_people(detector: LoadedDetector, upload: Upload, params: DetectPa
         rgb, scale = load_rgb(reopen(upload.data), max(upload.width, upload.height) / (2 * size))
         x, r = detection.letterbox(rgb, size)
         ratio["image"] = r / scale  # letterbox pixels per original-image pixel
-        return {detector.pool.sessions[0].get_inputs()[0].name: x}
+        return {detector.manifest.input["name"]: x}
 
     result = await run_on(detector.pool, detector.id, feeds, settings, metrics)
     min_score = detector.manifest.score_threshold if params.min_score is None else params.min_score
@@ -195,21 +193,26 @@ async def find_people(detector: LoadedDetector, upload: Upload, params: DetectPa
     return [PersonBox(d.as_xywh(), round(d.score, 4)) for d in found]
 
 
+def detects(bbox: str | None, params: DetectParams) -> bool:
+    """Whether a request runs the detector: no box given and detection not switched off."""
+    return not bbox and params.enabled
+
+
 async def resolve_people(reg: Registry, upload: Upload, bbox: str | None, params: DetectParams,
                          settings: Settings, metrics: Metrics) -> list[PersonBox]:
     """The given bbox, the whole image (``detect=false``), or the detector's people."""
+    if detects(bbox, params):
+        if reg.detector is None:
+            raise HTTPException(503, "no person detector is loaded on this server: send bbox=x,y,w,h, "
+                                     "or detect=false to treat the whole image as one person")
+        return await find_people(reg.detector, upload, params, settings, metrics)
     if bbox:
         try:
             return [PersonBox(parse_bbox(bbox, upload.width, upload.height))]
         except ValueError as exc:
             raise HTTPException(422, [{"loc": ["query", "bbox"], "msg": str(exc),
                                        "type": "value_error"}]) from None
-    if not params.enabled:
-        return [PersonBox((0.0, 0.0, float(upload.width), float(upload.height)), whole_image=True)]
-    if reg.detector is None:
-        raise HTTPException(503, "no person detector is loaded on this server: send bbox=x,y,w,h, "
-                                 "or detect=false to treat the whole image as one person")
-    return await find_people(reg.detector, upload, params, settings, metrics)
+    return [PersonBox((0.0, 0.0, float(upload.width), float(upload.height)), whole_image=True)]
 
 
 async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heatmaps: str, stages: bool,

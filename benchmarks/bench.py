@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.manifest import PoseManifest
+
 TYPICAL_PHOTO = Path("lsp") / "images" / "im1001.jpg"  # the first LSP test image, never trained on
 
 
@@ -218,7 +220,7 @@ def throughput(port: int, image: bytes, model: str, clients: int, seconds: float
 @dataclass
 class ModelResult:
     id: str
-    manifest: "PoseManifest"
+    manifest: PoseManifest
     ort: list[float]  # bare run(), batch 1, seconds
     ort_bound: list[float]  # run_with_iobinding
     ort_batch8: float

@@ -22,7 +22,7 @@ from models.data import LSP_TEST, data_dir, load_lsp
 from models.evaluate import accuracy_summary, evaluate, evaluate_coco, onnx_runner
 from models.keypoints import KEYPOINT_NAMES, draw_skeleton
 from models.manifest import PoseManifest, load_manifest
-from models.transforms import CropBox, crop_square, normalise, person_box
+from models.transforms import CropBox, crop_square, person_box
 
 ORDER = tuple(ARCHITECTURES)
 # Issue #13's goals on LSP test PCK@0.2 (flip test).
@@ -121,10 +121,8 @@ def example_grid(onnx_dir: Path, data: str | None, out: Path, images: tuple[int,
             canvas.paste(draw_skeleton(crop, view.to_crop(xy) * tile, width=2), (col * tile, 18 + r * tile))
         paste(s.joints, 0)
         for c, m in enumerate(ids, start=1):
-            run = runners[m]
-            box = CropBox.around(*person_box(s.joints, s.valid), run.crop_margin)
-            kp = run.run(normalise(crop_square(img, box, run.size), run.mean, run.std))[0, -1]
-            paste(box.to_image(kp), c)
+            crop, box = runners[m].crop(img, person_box(s.joints, s.valid))
+            paste(box.to_image(runners[m].run(runners[m].batch([crop]))[0, -1]), c)
     canvas.save(out / "examples.png")
 
 

@@ -45,6 +45,15 @@ class Runner:
     crop_margin: float
     outputs: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None  # every named output (ONNX)
 
+    def crop(self, img: Image.Image, box: tuple[float, float, float, float]) -> tuple[np.ndarray, CropBox]:
+        """The crop the service would feed for person ``box`` (x, y, w, h), and where it lies."""
+        region = CropBox.around(*box, self.crop_margin)
+        return crop_square(img, region, self.size), region
+
+    def batch(self, crops: list[np.ndarray]) -> np.ndarray:
+        """uint8 crops → the normalised NCHW input this model expects."""
+        return normalise(np.stack(crops), self.mean, self.std)
+
 
 @dataclass
 class Person:
@@ -123,13 +132,13 @@ def predict(runner: Runner, people: list[Person], batch: int = 50) -> np.ndarray
     """(N, T, K, 2) stage keypoints in image pixels, through the serving crop."""
     preds = []
     for start in range(0, len(people), batch):
-        chunk = people[start:start + batch]
-        boxes = [CropBox.around(*p.box, runner.crop_margin) for p in chunk]
-        crops = []
-        for p, box in zip(chunk, boxes):
+        crops, boxes = [], []
+        for p in people[start:start + batch]:
             with Image.open(p.path) as img:
-                crops.append(crop_square(img.convert("RGB"), box, runner.size))
-        stage_kp = runner.run(normalise(np.stack(crops), runner.mean, runner.std))
+                crop, box = runner.crop(img.convert("RGB"), p.box)
+            crops.append(crop)
+            boxes.append(box)
+        stage_kp = runner.run(runner.batch(crops))
         preds.append(np.stack([[box.to_image(stage_kp[i, t]) for t in range(stage_kp.shape[1])]
                                for i, box in enumerate(boxes)]))
     return np.concatenate(preds)

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.detection import Detection, letterbox, people
+from models.detection import Detection, iou, letterbox, people
 from models.evaluate import Runner, lsp_test_people, onnx_runner
 from models.keypoints import COCO_KEYPOINT_NAMES, LSP_TO_COCO
 from models.manifest import DetectorManifest, load_manifest
 from models.metrics import pck_summary
 from models.runtime import create_session
-from models.transforms import CropBox, crop_square, normalise, person_box
+from models.transforms import person_box
 
 MODEL_DIR = Path(__file__).resolve().parent / "onnx"
 
@@ -59,19 +59,18 @@ class Detector:
 def pose_all(runner: Runner, img: Image.Image, boxes: list[tuple[float, float, float, float]]
              ) -> tuple[np.ndarray, np.ndarray | None]:
     """Every box through the pose model in one batch: (N, K, 2) image pixels, (N, K) scores."""
-    crops = [CropBox.around(*b, runner.crop_margin) for b in boxes]
-    x = normalise(np.stack([crop_square(img, c, runner.size) for c in crops]), runner.mean, runner.std)
-    out = runner.outputs(x)
-    kp = np.stack([c.to_image(out["keypoints"][i]) for i, c in enumerate(crops)])
+    crops, regions = zip(*(runner.crop(img, b) for b in boxes))
+    out = runner.outputs(runner.batch(list(crops)))
+    kp = np.stack([r.to_image(out["keypoints"][i]) for i, r in enumerate(regions)])
     return kp, out.get("scores")
 
 
 def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
-    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-9)
+    """IoU of two (x, y, w, h) boxes, by the detector's own ``iou``."""
+    def corners(box: tuple[float, ...]) -> np.ndarray:
+        return np.array([box[0], box[1], box[0] + box[2], box[1] + box[3]], np.float64)
+
+    return float(iou(corners(a), corners(b)[None])[0])
 
 
 def evaluate_lsp(detector: Detector, runner: Runner, data: str | None, limit: int = 0) -> dict:

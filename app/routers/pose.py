@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from app.deps import DetectDep, MetricsDep, ModelDep, RegistryDep, SettingsDep, UploadDep
 from app.imaging import load_rgb, reopen
-from app.pipeline import resolve_people, run_pose
+from app.pipeline import detects, resolve_people, run_pose
 from app.render import draw_people
 from app.schemas import CompareResponse, ErrorResponse, PoseResponse
 
@@ -43,7 +43,7 @@ async def estimate_pose(upload: UploadDep, m: ModelDep, reg: RegistryDep, detect
                         heatmaps: HeatmapFormat = "png", stages: Stages = False) -> Response:
     t0 = time.perf_counter()
     people = await resolve_people(reg, upload, bbox, detect, settings, metrics)
-    detect_s = time.perf_counter() - t0 if not bbox and detect.enabled else 0.0
+    detect_s = time.perf_counter() - t0 if detects(bbox, detect) else 0.0
     return json_response(await run_pose(m, upload, people, heatmaps, stages, t0, detect_s, settings, metrics))
 
 
@@ -55,7 +55,7 @@ async def compare(upload: UploadDep, reg: RegistryDep, detect: DetectDep, settin
     people = await resolve_people(reg, upload, bbox, detect, settings, metrics)  # detected once
     results = [await run_pose(m, upload, people, "none", stages, time.perf_counter(), 0.0, settings, metrics)
                for m in reg.models.values()]
-    detected = len(people) if not bbox and detect.enabled else None
+    detected = len(people) if detects(bbox, detect) else None
     return json_response(CompareResponse(image={"width": upload.width, "height": upload.height},
                                          persons_detected=detected, results=results,
                                          total_ms=round((time.perf_counter() - t0) * 1e3, 2)))

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

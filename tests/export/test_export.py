@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from export.onnx_export import OPSET, PARITY_TOLERANCE, check_parity, export_model, main, refuse_shipped
-from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.keypoints import KEYPOINT_NAMES
 from models.manifest import PoseManifest, load_manifest, sha256_file
 from models.runtime import create_session

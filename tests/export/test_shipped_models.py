@@ -5,8 +5,6 @@ those tests are skipped where it is absent.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 

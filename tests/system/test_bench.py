@@ -32,12 +32,10 @@ def test_bench_writes_every_table_with_measured_ratios(model_dir, tmp_path):
 
 
 def test_ab_serves_two_checkouts_side_by_side(model_dir, tmp_path):
-    from pathlib import Path
-
     from benchmarks.ab import compare
     from benchmarks.bench import default_images
-
     from tests.helpers import ROOT as here
+
     result = compare(here, here, model_dir, "cpm", default_images(None, str(tmp_path)), n=4)
     assert set(result) == {"photo", "noise"}
     for baseline, candidate in result.values():
