@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-speed": ("benchmarks.train_speed", "training img/s: fp32 vs channels_last vs bf16 autocast"),
     "bench": ("benchmarks.bench", "latency/throughput benchmark, written as a markdown table"),
     "soak": ("benchmarks.soak", "drive a real server with concurrent clients; latency, errors, RSS"),
+    "stress": ("benchmarks.stress", "attack a loopback server: bursts, expensive images, stalled clients"),
     "profile": ("benchmarks.profile", "where a request's CPU time goes in the server (py-spy)"),
     "ab": ("benchmarks.ab", "this checkout's server against another checkout's, alternating requests"),
 }

@@ -17,11 +17,10 @@ from app.pool import Feeds, Overloaded, RunResult, SessionPool
 
 
 class MicroBatcher:
-    def __init__(self, pool: SessionPool, max_batch: int, max_wait_ms: float, max_queue: int) -> None:
+    def __init__(self, pool: SessionPool, max_batch: int, max_wait_ms: float) -> None:
         self.pool = pool
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
-        self.max_queue = max_queue
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
@@ -29,6 +28,16 @@ class MicroBatcher:
     @property
     def providers(self) -> list[str]:
         return self.pool.providers
+
+    def admission(self) -> Overloaded | None:
+        """The pool's expected-wait rule, counting the requests still forming batches."""
+        refused = self.pool.admission()
+        if refused is None and self._queue is not None:
+            wait = (self._queue.qsize() // self.max_batch + 1) * self.pool.run_s / len(self.pool.sessions)
+            if wait > self.pool.queue_timeout_s:
+                refused = Overloaded(f"expected wait {wait:.1f} s exceeds the {self.pool.queue_timeout_s:g} s "
+                                     "limit", wait - self.pool.queue_timeout_s)
+        return refused
 
     def _ensure_worker(self) -> asyncio.Queue:
         if self._queue is None:
@@ -39,8 +48,9 @@ class MicroBatcher:
     async def run(self, feeds: Feeds, timeout_s: float) -> RunResult:
         """Same contract as ``SessionPool.run`` for one request (batch of 1)."""
         queue = self._ensure_worker()
-        if queue.qsize() >= self.max_queue + self.max_batch:
-            raise Overloaded("micro-batch queue is full")
+        refused = self.admission()
+        if refused is not None:
+            raise refused
         start = time.perf_counter()
         if callable(feeds):  # made on a worker thread, before joining a batch
             feeds = await asyncio.get_running_loop().run_in_executor(None, feeds)

@@ -9,11 +9,13 @@ from typing import Annotated
 
 from fastapi import Depends, File, HTTPException, Query, Request, UploadFile
 
-from app.imaging import ImageError, open_image, oriented_size
+from app.imaging import ImageError
 from app.metrics import Metrics
-from app.pipeline import DetectParams, Upload
+from app.pipeline import DetectParams
+from app.pool import Overloaded
 from app.registry import LoadedModel, Registry
 from app.settings import Settings
+from app.uploads import DecodePool, Upload, image_error
 
 ACCEPTED_CONTENT_TYPES = ("image/", "application/octet-stream")
 
@@ -30,9 +32,14 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+async def get_decoder(request: Request) -> DecodePool:
+    return request.app.state.decoder
+
+
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+DecoderDep = Annotated[DecodePool, Depends(get_decoder)]
 
 
 async def selected_model(
@@ -41,6 +48,8 @@ async def selected_model(
                                                        "POSE_DEFAULT_MODEL", max_length=64)] = None,
 ) -> LoadedModel:
     name = model or settings.default_model
+    if not reg.models:
+        raise HTTPException(503, "no pose model is loaded on this server")
     if name in reg.models:
         return reg.models[name]
     if name in reg.failed:
@@ -53,19 +62,23 @@ async def selected_model(
 
 async def read_upload(
         image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF")],
-        settings: SettingsDep,
+        settings: SettingsDep, decoder: DecoderDep,
 ) -> Upload:
-    """Content-type and header-only image checks. Pixels are decoded later, per use, at the
-    resolution that use needs."""
+    """Content-type and header-only image checks; a large image is then decoded in the
+    bounded decode pool, before the request may take an inference session. Other
+    images decode later, per use, at the resolution that use needs."""
     content_type = (image.content_type or "application/octet-stream").lower()
     if not content_type.startswith(ACCEPTED_CONTENT_TYPES):
         raise HTTPException(415, f"unsupported content type {content_type!r}; send an image")
     data = await image.read()
     try:
-        width, height = oriented_size(open_image(data, settings.max_pixels))
+        upload = Upload(data, settings.max_pixels, settings.decode_max_side, settings.large_image_pixels)
+        await decoder.prepare(upload)
     except ImageError as exc:
-        raise HTTPException(exc.status, exc.detail) from None
-    return Upload(data, width, height)
+        raise image_error(exc) from None
+    except Overloaded as exc:
+        raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": exc.retry_after}) from None
+    return upload
 
 
 ModelDep = Annotated[LoadedModel, Depends(selected_model)]

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import uuid
+from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +21,9 @@ log = logging.getLogger("poseserve")
 # A client's x-request-id is kept only when it is plainly an id: it is echoed in a header
 # and written to the log, where newlines or control bytes would forge log lines.
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# The current request's id, for log lines written below the middleware: clients get
+# generic error messages, the log gets the details under the id the client was given.
+current_request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 def request_id_from(headers: dict[bytes, bytes]) -> str:
@@ -38,6 +42,7 @@ class RequestObserver:
             return
         headers = dict(scope["headers"])
         request_id = request_id_from(headers)
+        current_request_id.set(request_id)
         start = time.perf_counter()
         status = 500
         started = False

@@ -23,23 +23,15 @@ from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from app.batching import MicroBatcher
-from app.imaging import ImageError, load_rgb, reopen
+from app.imaging import ImageError
 from app.metrics import Metrics
 from app.pool import Feeds, Overloaded, RunResult, SessionPool
 from app.registry import LoadedDetector, LoadedModel, Registry
 from app.schemas import HeatmapPNG, Heatmaps, Keypoint, Person, PoseResponse, StageKeypoints, Timing
 from app.settings import Settings
+from app.uploads import Upload, image_error
 from models import detection
 from models.transforms import CropBox, crop_square, normalise
-
-
-@dataclass(frozen=True)
-class Upload:
-    """An accepted upload: its bytes and the upright (width, height) read from the header."""
-
-    data: bytes
-    width: int
-    height: int
 
 
 @dataclass(frozen=True)
@@ -101,11 +93,11 @@ def crop_for(model: LoadedModel, person: PersonBox) -> CropBox:
     return CropBox.around(*person.box, model.manifest.input.crop_margin)
 
 
-def preprocess(model: LoadedModel, data: bytes, boxes: list[CropBox]) -> np.ndarray:
+def preprocess(model: LoadedModel, upload: Upload, boxes: list[CropBox]) -> np.ndarray:
     """Decode once (reduced as far as the smallest crop allows), crop every box, normalise:
     (N, 3, S, S) float32, one row per person."""
     spec = model.manifest.input
-    rgb, scale = load_rgb(reopen(data), min(b.side for b in boxes) / model.input_size / 2)
+    rgb, scale = upload.rgb(min(b.side for b in boxes) / model.input_size / 2)
     crops = [crop_square(rgb, b.scaled(1 / scale), model.input_size) for b in boxes]
     return normalise(np.stack(crops), spec.mean, spec.std)
 
@@ -162,10 +154,10 @@ async def run_on(runner: SessionPool | MicroBatcher, graph_id: str, feeds: Feeds
     try:
         result = await runner.run(feeds, settings.inference_timeout_s)
     except ImageError as exc:
-        raise HTTPException(exc.status, exc.detail) from None
+        raise image_error(exc) from None
     except Overloaded as exc:
         metrics.rejected.labels(graph_id, "busy").inc()
-        raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": "1"}) from None
+        raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": exc.retry_after}) from None
     except TimeoutError:
         metrics.rejected.labels(graph_id, "timeout").inc()
         raise HTTPException(503, "inference timed out", headers={"Retry-After": "5"}) from None
@@ -181,7 +173,7 @@ async def find_people(detector: LoadedDetector, upload: Upload, params: DetectPa
 
     def feeds() -> dict[str, np.ndarray]:  # on the detector's worker thread
         # The detector sees ≤ size px: a JPEG can decode at 1/2..1/8 scale for it.
-        rgb, scale = load_rgb(reopen(upload.data), max(upload.width, upload.height) / (2 * size))
+        rgb, scale = upload.rgb(max(upload.width, upload.height) / (2 * size))
         x, r = detection.letterbox(rgb, size)
         ratio["image"] = r / scale  # letterbox pixels per original-image pixel
         return {detector.manifest.input["name"]: x}
@@ -228,7 +220,7 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
     # One person may join a micro-batch; a group is already a batch and goes straight to the pool.
     runner = m.runner if len(boxes) == 1 else m.pool
     # The pixels are decoded on the session's worker thread, right before inference.
-    outputs, prepare_s, _ = await run_on(runner, m.id, lambda: {"image": preprocess(m, upload.data, boxes)},
+    outputs, prepare_s, _ = await run_on(runner, m.id, lambda: {"image": preprocess(m, upload, boxes)},
                                          settings, metrics)
     t2 = time.perf_counter()
     out = dict(zip(m.output_names, outputs))

@@ -2,13 +2,19 @@
 
 Why a pool and not one shared session: ``InferenceSession.run`` is thread-safe, but
 one session runs one graph at a time at full intra-op width; a few narrower sessions
-serve concurrent requests with less contention. The pool also bounds the backlog:
-when every session is busy and ``max_queue`` requests already wait, a request is
-rejected at once (503 + Retry-After) instead of piling up until clients time out.
+serve concurrent requests with less contention.
+
+Admission is by expected wait, not by a count: a request queues while the backlog ahead
+of it, served ``len(sessions)`` at a time at the recent run time, fits in
+``queue_timeout_s``; beyond that it is refused at once with an honest Retry-After. A
+count would be wrong both ways: 16 waiting 3 ms requests is 24 ms of work (refusing
+the 17th is needless), 16 waiting 2 s batches is 16 s (admitting them breaks every
+client's timeout). ``app.admission`` asks the same question before a body is read.
 """
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +29,16 @@ Feeds = dict[str, np.ndarray] | Callable[[], dict[str, np.ndarray]]
 
 
 class Overloaded(Exception):
-    """No session became free: the queue was full, or the wait timed out."""
+    """No session will be free in time: ``retry_after_s`` is when the backlog should fit again."""
+
+    def __init__(self, reason: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retry_after(self) -> str:
+        """The Retry-After header value: whole seconds, at least 1."""
+        return str(max(1, math.ceil(self.retry_after_s)))
 
 
 class RunResult(NamedTuple):
@@ -41,10 +56,15 @@ def prepare_and_run(session: Any, feeds: Feeds) -> RunResult:
 
 
 class SessionPool:
-    def __init__(self, sessions: list[Any], max_queue: int, queue_timeout_s: float) -> None:
+    # Weight of the newest run in the running mean of run time: adapts within ~10 runs.
+    RUN_TIME_SMOOTHING = 0.2
+
+    def __init__(self, sessions: list[Any], queue_timeout_s: float, max_queue: int = 0,
+                 run_s: float = 0.01) -> None:
         self.sessions = sessions
-        self.max_queue = max_queue
+        self.max_queue = max_queue  # 0 = no count cap
         self.queue_timeout_s = queue_timeout_s
+        self.run_s = run_s  # running mean of one run (feeds + inference), seeded by the warm-up
         self._idle: asyncio.Queue = asyncio.Queue()
         for s in sessions:
             self._idle.put_nowait(s)
@@ -60,15 +80,33 @@ class SessionPool:
     def busy(self) -> int:
         return len(self.sessions) - self._idle.qsize()
 
+    def expected_wait_s(self) -> float:
+        """How long a request arriving now would wait for a session (0 when one is idle)."""
+        if not self._idle.empty():
+            return 0.0
+        return (self._waiting + 1) * self.run_s / len(self.sessions)
+
+    def admission(self) -> Overloaded | None:
+        """Why a request arriving now would be refused, or None when it fits."""
+        wait = self.expected_wait_s()
+        if wait > self.queue_timeout_s:
+            return Overloaded(f"expected wait {wait:.1f} s exceeds the {self.queue_timeout_s:g} s limit",
+                              wait - self.queue_timeout_s)
+        if self.max_queue and self._waiting >= self.max_queue and self._idle.empty():
+            return Overloaded("all sessions busy and the wait queue is full", self.run_s)
+        return None
+
     async def run(self, feeds: Feeds, timeout_s: float) -> RunResult:
         """Make the feeds and run one inference on a free session, off the event loop.
 
         Exceptions from making the feeds (e.g. a corrupt image) reach the caller as they are.
         """
-        if self._idle.empty() and self._waiting >= self.max_queue:
-            raise Overloaded("all sessions busy and the wait queue is full")
+        refused = self.admission()
+        if refused is not None:
+            raise refused
         session = self._idle.get_nowait() if not self._idle.empty() else await self._wait_for_session()
         loop = asyncio.get_running_loop()
+        start = time.perf_counter()
         future = loop.run_in_executor(self._executor, prepare_and_run, session, feeds)
         try:
             result = await asyncio.wait_for(asyncio.shield(future), timeout_s)
@@ -77,6 +115,8 @@ class SessionPool:
             future.add_done_callback(lambda _: self._idle.put_nowait(session))
             raise
         self._idle.put_nowait(session)
+        a = self.RUN_TIME_SMOOTHING
+        self.run_s = (1 - a) * self.run_s + a * (time.perf_counter() - start)
         return result
 
     async def _wait_for_session(self) -> Any:
@@ -84,7 +124,7 @@ class SessionPool:
         try:
             return await asyncio.wait_for(self._idle.get(), self.queue_timeout_s)
         except asyncio.TimeoutError:
-            raise Overloaded("timed out waiting for a free session") from None
+            raise Overloaded("timed out waiting for a free session", self.run_s) from None
         finally:
             self._waiting -= 1
 

@@ -17,6 +17,7 @@ readiness is unaffected — the same model directory serves a CPU and a GPU host
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,10 @@ log = logging.getLogger("poseserve.registry")
 
 class ModelLoadError(Exception):
     pass
+
+
+class StartupError(RuntimeError):
+    """Nothing to serve: the server must not start (and pass its health checks) empty."""
 
 
 class ModelSkipped(Exception):
@@ -133,6 +138,16 @@ def open_sessions(manifest: Artifact, onnx_path: Path, providers: list[str], set
     return sessions
 
 
+def make_pool(sessions: list, warm: dict[str, np.ndarray], settings: Settings) -> SessionPool:
+    """Warm every session up (the first run allocates buffers and picks kernels: do it before
+    traffic) and seed the pool's run-time estimate, which admission decisions start from."""
+    for s in sessions:
+        s.run(None, warm)
+    start = time.perf_counter()
+    sessions[0].run(None, warm)
+    return SessionPool(sessions, settings.queue_timeout_s, settings.max_queue, time.perf_counter() - start)
+
+
 def load_detector(manifest: DetectorManifest, onnx_path: Path, providers: list[str],
                   settings: Settings) -> LoadedDetector:
     sessions = open_sessions(manifest, onnx_path, providers, settings)
@@ -141,9 +156,7 @@ def load_detector(manifest: DetectorManifest, onnx_path: Path, providers: list[s
     if len(inputs) != 1 or list(inputs[0].shape[1:]) != [3, size, size]:
         raise ModelLoadError(f"detector input {[i.shape for i in inputs]} != manifest [1, 3, {size}, {size}]")
     warm = {inputs[0].name: np.zeros((1, 3, size, size), np.float32)}
-    for s in sessions:
-        s.run(None, warm)
-    return LoadedDetector(manifest.id, manifest, SessionPool(sessions, settings.max_queue, settings.queue_timeout_s))
+    return LoadedDetector(manifest.id, manifest, make_pool(sessions, warm, settings))
 
 
 def load_model(manifest_path: Path, settings: Settings) -> LoadedModel:
@@ -164,11 +177,8 @@ def load_pose_model(manifest: PoseManifest, onnx_path: Path, providers: list[str
     names = [o.name for o in sessions[0].get_outputs()]
     if set(names) != set(manifest.outputs):
         raise ModelLoadError(f"graph outputs {names} != manifest outputs {list(manifest.outputs)}")
-    warm = {inputs[0].name: np.zeros((1, 3, size, size), np.float32)}
-    for s in sessions:  # first run allocates buffers and picks kernels: do it before traffic
-        s.run(None, warm)
-    pool = SessionPool(sessions, settings.max_queue, settings.queue_timeout_s)
-    batcher = (MicroBatcher(pool, settings.micro_batch, settings.micro_batch_wait_ms, settings.max_queue)
+    pool = make_pool(sessions, {inputs[0].name: np.zeros((1, 3, size, size), np.float32)}, settings)
+    batcher = (MicroBatcher(pool, settings.micro_batch, settings.micro_batch_wait_ms)
                if settings.micro_batch > 1 else None)
     if batcher:
         log.info("%s: micro-batches of <= %d", manifest.id, settings.micro_batch)
@@ -176,15 +186,21 @@ def load_pose_model(manifest: PoseManifest, onnx_path: Path, providers: list[str
 
 
 def load_registry(settings: Settings) -> Registry:
+    """Load every model of the model directory; each fault costs that model alone.
+
+    A missing directory, or one with no servable pose model, stops startup (``StartupError``)
+    unless ``allow_empty_model_dir``: an empty server would pass liveness checks and then
+    answer every request with an error that blames the client.
+    """
     registry = Registry()
-    manifests = sorted(Path(settings.model_dir).glob("*.json"))
-    if not manifests:
-        log.warning("no models found in %s", settings.model_dir)
-    for orphan in sorted(Path(settings.model_dir).glob("*.onnx")):
+    model_dir = Path(settings.model_dir)
+    if not model_dir.is_dir():
+        return _empty(registry, f"model directory {model_dir} does not exist", settings)
+    for orphan in sorted(model_dir.glob("*.onnx")):
         if not orphan.with_suffix(".json").exists():
             log.error("model %s unavailable: no manifest %s.json", orphan.stem, orphan.stem)
             registry.failed[orphan.stem] = f"no manifest {orphan.stem}.json"
-    for path in manifests:
+    for path in sorted(model_dir.glob("*.json")):
         try:
             manifest, onnx_path, providers = verify(path, settings)
             if isinstance(manifest, DetectorManifest):
@@ -199,4 +215,17 @@ def load_registry(settings: Settings) -> Registry:
         except ModelLoadError as exc:
             log.error("model %s unavailable: %s", path.stem, exc)
             registry.failed[path.stem] = str(exc)
+    if not registry.models:
+        failed = f" ({len(registry.failed)} failed to load, see above)" if registry.failed else ""
+        return _empty(registry, f"no servable pose model in {model_dir}{failed}", settings)
+    return registry
+
+
+def _empty(registry: Registry, problem: str, settings: Settings) -> Registry:
+    if not settings.allow_empty_model_dir:
+        log.error("%s: not starting. Point POSE_MODEL_DIR at a model directory "
+                  "(POSE_ALLOW_EMPTY_MODEL_DIR=true starts empty, for development)", problem)
+        registry.close()
+        raise StartupError(problem)
+    log.warning("%s: starting anyway (POSE_ALLOW_EMPTY_MODEL_DIR)", problem)
     return registry

@@ -36,11 +36,26 @@ class Settings(BaseSettings):
     default_model: str = Field("hourglass", description="model used when a request names none")
     pool_size: int = Field(0, ge=0, description="sessions per model; 0 = derived from the CPU quota")
     intra_op_threads: int = Field(0, ge=0, description="threads per session; 0 = derived")
-    max_queue: int = Field(16, ge=0, description="requests that may wait for a session per model")
-    queue_timeout_s: float = Field(10.0, gt=0, description="longest wait for a free session")
+    max_queue: int = Field(0, ge=0, description="hard cap on requests waiting for a session per model; "
+                                                "0 = none (admission is by expected wait)")
+    queue_timeout_s: float = Field(10.0, gt=0, description="longest expected wait for a session; a request "
+                                                          "expected to wait longer gets 503 + Retry-After")
     inference_timeout_s: float = Field(30.0, gt=0, description="longest a request may take once running")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="upload size limit")
-    max_pixels: int = Field(40_000_000, gt=0, description="image pixel limit, checked before decoding")
+    max_pixels: int = Field(40_000_000, gt=0, description="decode budget in 8-bit RGB pixels, checked from "
+                                                         "the header; RGBA and 16-bit count more")
+    decode_max_side: int = Field(2048, ge=256, description="images are decoded to at most this many pixels "
+                                                           "on the long side (JPEG: DCT scaling)")
+    large_image_pixels: int = Field(4_000_000, gt=0, description="decodes costing more than this (weighted "
+                                                                 "pixels) run in the bounded decode pool")
+    decode_workers: int = Field(1, ge=1, le=16, description="threads for large decodes")
+    render_max_side: int = Field(2048, ge=256, description="/pose/render output long-side limit")
+    header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's headers")
+    read_timeout_s: float = Field(10.0, gt=0, description="longest pause while a body is sent (then 408)")
+    body_timeout_s: float = Field(120.0, gt=0, description="time a client has to send a whole body (then 408)")
+    max_connections: int = Field(256, ge=1, description="concurrent connections; beyond it uvicorn answers 503")
+    allow_empty_model_dir: bool = Field(False, description="start even when the model directory is missing "
+                                                           "or serves nothing (development only)")
     micro_batch: int = Field(0, ge=0, le=64, description="max requests per batched run; 0 or 1 = off")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long a batch waits to fill")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto: CUDA if available")

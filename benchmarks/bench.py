@@ -126,7 +126,7 @@ class Server:
         """``source``: serve the code of another checkout of this project (A/B comparisons)."""
         self.port = free_port()
         env = dict(os.environ, POSE_MODEL_DIR=str(Path(model_dir).resolve()), POSE_POOL_SIZE=str(pool),
-                   POSE_INTRA_OP_THREADS=str(threads), POSE_MAX_QUEUE="64", **extra_env)
+                   POSE_INTRA_OP_THREADS=str(threads), **extra_env)
         if source is not None:
             env["PYTHONPATH"] = str(Path(source).resolve())
         # older checkouts (before the command table) start from app.cli
@@ -237,18 +237,22 @@ class ModelResult:
 def measure_model(path: Path, settings, client: Client, images: dict[str, bytes], n: int,
                   threads: int) -> ModelResult | None:
     from app import pipeline as pose
-    from app.imaging import open_image, oriented_size
     from app.registry import ModelSkipped, load_model
+    from app.uploads import Upload
 
     try:
         m = load_model(path, settings)  # the service's own loader: same session options
     except ModelSkipped:
         return None
     session = m.pool.sessions[0]
-    boxes = {label: [pose.crop_for(m, pose.PersonBox((0, 0, *oriented_size(open_image(data, settings.max_pixels))),
+
+    def upload(data: bytes) -> Upload:  # per request, as the service makes it (header parse included)
+        return Upload(data, settings.max_pixels, settings.decode_max_side, settings.large_image_pixels)
+
+    boxes = {label: [pose.crop_for(m, pose.PersonBox((0, 0, upload(data).width, upload(data).height),
                                                      whole_image=True))]
              for label, data in images.items()}
-    x1 = pose.preprocess(m, images["photo"], boxes["photo"])  # a real crop, as the service feeds
+    x1 = pose.preprocess(m, upload(images["photo"]), boxes["photo"])  # a real crop, as the service feeds
     bound_run = iobinding_runner(session, x1)
     prep: dict[str, list[float]] = {label: [] for label in images}
     http: dict[str, list[float]] = {f"{label}/{h}": [] for label in images for h in ("none", "png")}
@@ -260,7 +264,7 @@ def measure_model(path: Path, settings, client: Client, images: dict[str, bytes]
         ort += timed(lambda: session.run(None, {"image": x1}), per_round)
         bound += timed(bound_run, per_round)
         for label, data in images.items():
-            prep[label] += timed(lambda d=data, b=boxes[label]: pose.preprocess(m, d, b), per_round)
+            prep[label] += timed(lambda d=data, b=boxes[label]: pose.preprocess(m, upload(d), b), per_round)
             for heatmaps in ("none", "png"):
                 samples, t = http_latency(client, m.id, data, heatmaps, per_round)
                 http[f"{label}/{heatmaps}"] += samples

@@ -11,9 +11,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.deps import DetectDep, MetricsDep, ModelDep, RegistryDep, SettingsDep, UploadDep
-from app.imaging import load_rgb, reopen
 from app.pipeline import detects, resolve_people, run_pose
-from app.render import draw_people
+from app.render import draw_people, fit_within
 from app.schemas import CompareResponse, ErrorResponse, PoseResponse
 
 router = APIRouter(prefix="/pose", tags=["pose"])
@@ -62,7 +61,8 @@ async def compare(upload: UploadDep, reg: RegistryDep, detect: DetectDep, settin
 
 
 @router.post("/render", response_class=Response, responses={
-    200: {"content": {"image/png": {}}, "description": "the image with every person's box, score and "
+    200: {"content": {"image/png": {}}, "description": "the image (at most POSE_RENDER_MAX_SIDE pixels on its "
+                                                       "long side) with every person's box, score and "
                                                        "skeleton drawn, a colour each"}, **ERRORS},
     summary="The image with every estimated skeleton drawn on it (PNG)")
 async def render_pose(upload: UploadDep, m: ModelDep, reg: RegistryDep, detect: DetectDep,
@@ -72,9 +72,11 @@ async def render_pose(upload: UploadDep, m: ModelDep, reg: RegistryDep, detect: 
     result = await run_pose(m, upload, people, "none", False, t0, 0.0, settings, metrics)
 
     def draw() -> bytes:
+        limit = settings.render_max_side
+        img = fit_within(upload.rgb(max(upload.width, upload.height) / limit)[0], limit)
         buf = io.BytesIO()
-        draw_people(load_rgb(reopen(upload.data))[0], result.persons, m.manifest.skeleton,
-                    m.manifest.keypoints).save(buf, "PNG")
+        draw_people(img, result.persons, m.manifest.skeleton, m.manifest.keypoints,
+                    scale=img.width / upload.width).save(buf, "PNG", compress_level=3)
         return buf.getvalue()
 
     return Response(await run_in_threadpool(draw), media_type="image/png",

@@ -227,11 +227,13 @@ def test_render_returns_the_photo_with_a_skeleton(client):
 def test_index_page_is_served_and_links_the_docs(client):
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    assert 'href="/docs"' in r.text and "/pose/compare" in r.text
+    assert 'href="/docs"' in r.text and '<script src="/static/app.js">' in r.text
+    assert "/pose/compare" in client.get("/static/app.js").text
 
 
 def test_busy_server_answers_503_with_retry_after(model_dir):
-    """Every session busy and the wait queue full: 503 at once, counted in /metrics."""
+    """Every session busy and the expected wait over the limit: 503 at once with the honest
+    Retry-After (the backlog's expected drain time beyond the limit), counted in /metrics."""
     import threading
 
     from fastapi.testclient import TestClient
@@ -256,7 +258,7 @@ def test_busy_server_answers_503_with_retry_after(model_dir):
     settings = Settings(model_dir=model_dir, pool_size=1, intra_op_threads=1, max_queue=0)
     with TestClient(create_app(settings)) as c:
         model = c.app.state.registry.models["hourglass"]
-        model.pool = SessionPool([Blocking(model.pool.sessions[0])], max_queue=0, queue_timeout_s=5)
+        model.pool = SessionPool([Blocking(model.pool.sessions[0])], queue_timeout_s=5, run_s=20)
         results = []
         first = threading.Thread(target=lambda: results.append(post(c, image_bytes(), detect="false").status_code))
         first.start()
@@ -267,7 +269,7 @@ def test_busy_server_answers_503_with_retry_after(model_dir):
         r = post(c, image_bytes(), detect="false")
         release.set()
         first.join(10)
-        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.status_code == 503 and r.headers["retry-after"] == "15"
         assert results == [200]
         assert 'poseserve_rejected_total{model="hourglass",reason="busy"} 1.0' in c.get("/metrics").text
 
@@ -321,3 +323,33 @@ def test_a_normalised_box_is_refused_with_a_hint_to_use_pixels(client):
     assert r.status_code == 422
     msg = r.json()["detail"][0]["msg"]
     assert "normalised" in msg and "120x160" in msg and r.json()["detail"][0]["loc"] == ["query", "bbox"]
+
+
+def test_pages_carry_security_headers_and_docs_need_no_network(client):
+    for path in ("/", "/docs"):
+        r = client.get(path)
+        csp = r.headers["content-security-policy"]
+        assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp.split(
+            "style-src")[0]
+        assert "<script>" not in r.text, "no inline scripts: the policy allows none"
+        assert "http://" not in r.text and "https://" not in r.text, "every asset from this server"
+    for asset in ("/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css", "/static/docs.js",
+                  "/static/app.js"):
+        assert client.get(asset).status_code == 200, asset
+    assert client.get("/healthz").headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_demo_page_script_never_parses_strings_as_html_and_encodes_queries():
+    """Manifest strings (model ids, joint names, papers) reach the page: they must be text,
+    and query strings must be built by URLSearchParams, never by concatenation."""
+    import re
+
+    from tests.helpers import ROOT
+
+    js = (ROOT / "app" / "static" / "app.js").read_text()
+    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", js)
+    assert "textContent" in js
+    for call in re.findall(r"post\(`([^`]*)`\)", js):
+        assert re.fullmatch(r"/pose[/a-z]*\?\$\{query\(\{[^}]*\}\)\}", call), call
+    assert "new URLSearchParams(params)" in js

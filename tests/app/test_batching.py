@@ -29,7 +29,7 @@ class RecordingSession:
 def test_concurrent_requests_are_batched_and_split_back():
     async def scenario():
         session = RecordingSession()
-        batcher = MicroBatcher(SessionPool([session], 16, 5), max_batch=8, max_wait_ms=50, max_queue=16)
+        batcher = MicroBatcher(SessionPool([session], queue_timeout_s=5), max_batch=8, max_wait_ms=50)
         xs = [np.full((1, 2), float(i), np.float32) for i in range(6)]
         results = await asyncio.gather(*(batcher.run({"image": x}, 5) for x in xs))
         for i, result in enumerate(results):
@@ -43,7 +43,7 @@ def test_concurrent_requests_are_batched_and_split_back():
 def test_feeds_made_by_a_function_join_the_batch_too():
     async def scenario():
         session = RecordingSession()
-        batcher = MicroBatcher(SessionPool([session], 16, 5), max_batch=8, max_wait_ms=50, max_queue=16)
+        batcher = MicroBatcher(SessionPool([session], queue_timeout_s=5), max_batch=8, max_wait_ms=50)
         results = await asyncio.gather(*(batcher.run(lambda i=i: {"image": np.full((1, 2), float(i), np.float32)}, 5)
                                          for i in range(3)))
         assert [r.outputs[0][0, 0] for r in results] == [0.0, 2.0, 4.0]
@@ -56,7 +56,7 @@ def test_feeds_made_by_a_function_join_the_batch_too():
 def test_batch_size_is_capped():
     async def scenario():
         session = RecordingSession()
-        batcher = MicroBatcher(SessionPool([session], 16, 5), max_batch=4, max_wait_ms=50, max_queue=16)
+        batcher = MicroBatcher(SessionPool([session], queue_timeout_s=5), max_batch=4, max_wait_ms=50)
         await asyncio.gather(*(batcher.run({"image": np.zeros((1, 2), np.float32)}, 5) for _ in range(10)))
         assert max(session.batches) <= 4 and sum(session.batches) == 10
         batcher.close()

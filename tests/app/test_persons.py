@@ -84,7 +84,8 @@ def test_render_draws_every_person(client):
 
 def test_every_person_goes_through_the_pose_model_in_one_batched_run(client):
     from app.metrics import Metrics
-    from app.pipeline import PersonBox, Upload, run_pose
+    from app.pipeline import PersonBox, run_pose
+    from app.uploads import Upload
 
     m = client.app.state.registry.models["cpm"]
     runs: list[tuple[int, ...]] = []
@@ -97,7 +98,7 @@ def test_every_person_goes_through_the_pose_model_in_one_batched_run(client):
 
     m.pool.run = spy
     try:
-        upload = Upload(image_bytes(size=(300, 200)), 300, 200)
+        upload = Upload(image_bytes(size=(300, 200)), max_pixels=10**6, max_side=2048, large_pixels=10**6)
         people = [PersonBox((10, 10, 50, 120)), PersonBox((100, 20, 60, 150), 0.9), PersonBox((200, 5, 80, 190), 0.6)]
         settings = client.app.state.settings
         body = asyncio.run(run_pose(m, upload, people, "array", True, 0.0, 0.0, settings, Metrics()))

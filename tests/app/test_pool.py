@@ -1,4 +1,4 @@
-"""Overload behaviour of the session pool: bounded queue, fast rejection, no lost sessions."""
+"""Overload behaviour of the session pool: admission by expected wait, fast rejection, no lost sessions."""
 from __future__ import annotations
 
 import asyncio
@@ -129,6 +129,72 @@ def test_a_failing_feeds_function_reaches_the_caller_and_frees_the_session():
         await asyncio.sleep(0.05)
         assert pool.busy == 0 and session.calls == 0
         await pool.run({}, 1)
+        pool.close()
+
+    asyncio.run(scenario())
+
+
+class FastSession:
+    """A session that takes ``seconds`` per run (sleeping, so runs overlap like real ones)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    def run(self, names, feeds):
+        self.calls += 1
+        threading.Event().wait(self.seconds)
+        return [np.zeros(1)]
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+
+def test_a_burst_that_fits_the_expected_wait_is_served_whole():
+    """200 cheap requests at once: no count limit refuses any, all 200 run (a count cap of 16
+    refused 158 of them)."""
+    async def scenario():
+        sessions = [FastSession(0.002), FastSession(0.002)]
+        pool = SessionPool(sessions, queue_timeout_s=10, run_s=0.002)
+        results = await asyncio.gather(*(pool.run({}, 10) for _ in range(200)), return_exceptions=True)
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert sum(s.calls for s in sessions) == 200
+        pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_admission_refuses_once_the_expected_wait_exceeds_the_limit_with_honest_retry_after():
+    async def scenario():
+        session = SlowSession()
+        pool = SessionPool([session], queue_timeout_s=1.0, run_s=0.3)
+        running = asyncio.create_task(pool.run({}, 5))
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.create_task(pool.run({}, 5)) for _ in range(2)]  # 0.3 s and 0.6 s ahead
+        await asyncio.sleep(0.05)
+        assert pool.admission() is None  # a third waits 0.9 s: fits
+        waiting.append(asyncio.create_task(pool.run({}, 5)))
+        await asyncio.sleep(0.05)
+        refused = pool.admission()  # a fourth would wait 1.2 s
+        assert refused is not None and refused.retry_after == "1" and abs(refused.retry_after_s - 0.2) < 1e-6
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(Overloaded):
+            await pool.run({}, 5)
+        assert loop.time() - start < 0.1, "rejection must not wait"
+        session.release.set()
+        assert len(await asyncio.gather(running, *waiting)) == 4
+        pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_run_time_estimate_follows_the_measured_runs():
+    async def scenario():
+        pool = SessionPool([FastSession(0.05)], queue_timeout_s=5, run_s=1.0)
+        for _ in range(20):
+            await pool.run({}, 5)
+        assert 0.04 < pool.run_s < 0.1
         pool.close()
 
     asyncio.run(scenario())

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.registry import StartupError
 from app.settings import Settings
 from tests.helpers import image_bytes
 
@@ -55,12 +56,25 @@ def test_broken_models_are_unavailable_and_the_rest_serve(broken_dir):
         assert r.status_code == 503 and "unavailable" in r.json()["detail"]
 
 
-def test_empty_model_dir_starts_but_is_not_ready(tmp_path):
-    with TestClient(create_app(Settings(model_dir=tmp_path))) as c:
+@pytest.mark.parametrize("layout", ["missing", "empty", "nothing servable"])
+def test_a_model_dir_with_nothing_to_serve_stops_startup(tmp_path, layout, caplog):
+    """An empty server would pass liveness and blame every client with 404s: refuse to start."""
+    model_dir = tmp_path / "models"
+    if layout != "missing":
+        model_dir.mkdir()
+    if layout == "nothing servable":
+        (model_dir / "cpm.json").write_text("{}")
+    with pytest.raises(StartupError), TestClient(create_app(Settings(model_dir=model_dir))):
+        pass
+    assert "not starting" in caplog.text and "POSE_ALLOW_EMPTY_MODEL_DIR" in caplog.text
+
+
+def test_an_explicitly_allowed_empty_model_dir_starts_unready_and_says_why(tmp_path):
+    with TestClient(create_app(Settings(model_dir=tmp_path, allow_empty_model_dir=True))) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").status_code == 503
         r = c.post("/pose", files={"image": ("a.png", image_bytes("PNG"), "image/png")})
-        assert r.status_code == 404
+        assert r.status_code == 503 and r.json()["detail"] == "no pose model is loaded on this server"
 
 
 def test_pool_and_threads_never_oversubscribe_the_cpu_quota(monkeypatch):

@@ -31,6 +31,7 @@ def browser(tmp_path):
                  "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
                  "--window-size=1300,900"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP violations
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
     driver.quit()
@@ -102,3 +103,33 @@ def test_a_photo_without_people_says_so(server, browser, tmp_path):
     browser.find_element(By.ID, "run").click()
     wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-drawn") == "none")
     assert "no person found" in browser.find_element(By.ID, "status").text
+
+
+def csp_violations(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+
+
+def test_the_api_docs_render_from_local_assets_under_the_csp(server, browser):
+    """/docs with no network: Swagger UI from this server, every operation listed, and the
+    page's Content-Security-Policy blocks nothing it needs."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server
+    browser.get(url + "/docs")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    paths = {e.get_attribute("data-path") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/pose", "/pose/compare", "/pose/render", "/models"} <= paths
+    assert csp_violations(browser) == []
+    scripts = browser.execute_script("return [...document.scripts].map(s => s.src)")
+    assert scripts and all(s.startswith(url) for s in scripts), scripts
+
+
+def test_the_demo_page_runs_under_its_csp(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, _ = server
+    browser.get(url + "/")
+    WebDriverWait(browser, 20).until(lambda d: len(Select(d.find_element(By.ID, "model")).options) >= 2)
+    assert csp_violations(browser) == []
