@@ -44,6 +44,10 @@ def test_broken_models_are_unavailable_and_the_rest_serve(broken_dir):
         failed = ready.json()["unavailable"]
         assert set(failed) == {"cpm", "tompson", "ief", "deeppose", "orphan"}
         assert "onnxruntime could not load" in failed["cpm"]
+        every_reason = json.dumps([failed, c.get("/models").json()["unavailable"],
+                                   c.post("/pose?model=cpm&detect=false",
+                                          files={"image": ("a.png", image_bytes("PNG"), "image/png")}).json()])
+        assert str(broken_dir) not in every_reason and "/tmp" not in every_reason, "no server paths"
         assert "sha256" in failed["tompson"]
         assert "missing ONNX" in failed["ief"]
         assert "manifest" in failed["deeppose"] and "64" in failed["deeppose"]
