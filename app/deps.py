@@ -1,6 +1,6 @@
 """Request dependencies, declared once at module level and used through ``Annotated``.
 
-They are ``async def`` although they never await: FastAPI runs a plain ``def``
+They are ``async def`` even where they never await: FastAPI runs a plain ``def``
 dependency on a worker thread, two thread hops per request for a dict lookup.
 """
 from __future__ import annotations

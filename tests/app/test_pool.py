@@ -26,22 +26,31 @@ class SlowSession:
         return ["CPUExecutionProvider"]
 
 
-def test_full_queue_rejects_at_once_and_everyone_else_is_served():
+async def occupy(pool: SessionPool, waiters: int) -> list[asyncio.Task]:
+    """One request running on the pool's (single) session and ``waiters`` queued behind it."""
+    tasks = [asyncio.create_task(pool.run({}, 5))]
+    await asyncio.sleep(0.05)
+    tasks += [asyncio.create_task(pool.run({}, 5)) for _ in range(waiters)]
+    await asyncio.sleep(0.05)
+    return tasks
+
+
+async def assert_refused_at_once(pool: SessionPool) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(Overloaded):
+        await pool.run({}, 5)
+    assert loop.time() - start < 0.1, "rejection must not wait"
+
+
+def test_a_full_count_cap_rejects_at_once_and_everyone_else_is_served():
     async def scenario():
         session = SlowSession()
         pool = SessionPool([session], max_queue=2, queue_timeout_s=5)
-        running = asyncio.create_task(pool.run({}, 5))
-        await asyncio.sleep(0.05)
-        waiting = [asyncio.create_task(pool.run({}, 5)) for _ in range(2)]
-        await asyncio.sleep(0.05)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        with pytest.raises(Overloaded):
-            await pool.run({}, 5)
-        assert loop.time() - start < 0.1, "rejection must not wait"
+        tasks = await occupy(pool, 2)
+        await assert_refused_at_once(pool)
         session.release.set()
-        results = await asyncio.gather(running, *waiting)
-        assert len(results) == 3 and session.calls == 3
+        assert len(await asyncio.gather(*tasks)) == 3 and session.calls == 3
         pool.close()
 
     asyncio.run(scenario())
@@ -168,22 +177,15 @@ def test_admission_refuses_once_the_expected_wait_exceeds_the_limit_with_honest_
     async def scenario():
         session = SlowSession()
         pool = SessionPool([session], queue_timeout_s=1.0, run_s=0.3)
-        running = asyncio.create_task(pool.run({}, 5))
-        await asyncio.sleep(0.05)
-        waiting = [asyncio.create_task(pool.run({}, 5)) for _ in range(2)]  # 0.3 s and 0.6 s ahead
-        await asyncio.sleep(0.05)
+        tasks = await occupy(pool, 2)  # the waiters are 0.3 s and 0.6 s ahead
         assert pool.admission() is None  # a third waits 0.9 s: fits
-        waiting.append(asyncio.create_task(pool.run({}, 5)))
+        tasks.append(asyncio.create_task(pool.run({}, 5)))
         await asyncio.sleep(0.05)
         refused = pool.admission()  # a fourth would wait 1.2 s
         assert refused is not None and refused.retry_after == "1" and abs(refused.retry_after_s - 0.2) < 1e-6
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        with pytest.raises(Overloaded):
-            await pool.run({}, 5)
-        assert loop.time() - start < 0.1, "rejection must not wait"
+        await assert_refused_at_once(pool)
         session.release.set()
-        assert len(await asyncio.gather(running, *waiting)) == 4
+        assert len(await asyncio.gather(*tasks)) == 4
         pool.close()
 
     asyncio.run(scenario())
