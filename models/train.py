@@ -35,12 +35,17 @@ RELEASED_WEIGHTS = Path(__file__).parent / "weights"
 
 
 def pose_loss(loss: LossKind, outputs: list[torch.Tensor], joints: torch.Tensor,
-              valid: torch.Tensor, bound: float = 0.1) -> torch.Tensor:
-    """The paper's loss (see ``LossKind``), summed over stages (intermediate supervision)."""
+              valid: torch.Tensor, bound: float = 0.1, sigma: float = HEATMAP_SIGMA) -> torch.Tensor:
+    """The paper's loss (see ``LossKind``), summed over stages (intermediate supervision).
+
+    ``sigma``: the target Gaussians' width in heatmap cells. Narrow targets are precise but
+    nearly all-zero, so early training sits on the "predict zeros" plateau (a 32×32 map
+    with sigma 1 is ~0.3 % Gaussian mass); decoding (argmax + Taylor) works for any width.
+    """
     mask = valid.float()
     if loss == "heatmap":
         h, w = outputs[0].shape[-2:]
-        target = render_gaussians(joints, h, w, HEATMAP_SIGMA)
+        target = render_gaussians(joints, h, w, sigma)
         per_joint = [((o - target) ** 2).mean((2, 3)) for o in outputs]
         return sum((p * mask).sum() / mask.sum().clamp(min=1) for p in per_joint) * 100
     if loss == "bounded_correction":  # IEF: each step regresses the bounded correction
@@ -73,6 +78,24 @@ def evaluate_split(model: nn.Module, split: CachedSplit, size: int, mean: tuple[
     return {"pck": [pck_summary(stage_kp[:, t], gt, valid)[0] for t in range(stage_kp.shape[1])]}
 
 
+def parse_options(pairs: list[str]) -> dict[str, int | float | str]:
+    """``["stacks=1", "depth=3"]`` → builder keyword arguments (numbers parsed as numbers)."""
+    options: dict[str, int | float | str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--arch-option wants KEY=VALUE, got {pair!r}")
+        for kind in (int, float):
+            try:
+                options[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = value
+    return options
+
+
 def _start(args: argparse.Namespace, ckpt_path: Path) -> Checkpoint:
     """Resume ``ckpt_path``, else fine-tune from ``--init``, else a fresh (pretrained-trunk) model."""
     if ckpt_path.exists() and not args.restart:
@@ -87,6 +110,7 @@ def _start(args: argparse.Namespace, ckpt_path: Path) -> Checkpoint:
         ckpt.state, ckpt.optimizer = {"epoch": 0, "elapsed": 0.0, "step": 0}, None
         return ckpt
     options = {"width": args.width} if args.width else {}
+    options.update(parse_options(args.arch_option))
     if args.backbone:
         options["backbone"] = args.backbone
     model = build_model(args.model, input_size=args.input_size, **options)
@@ -109,7 +133,7 @@ def train(args: argparse.Namespace) -> Path:
     model, mean, std, state = ckpt.model, ckpt.mean, ckpt.std, ckpt.state
     size = ckpt.input_size
     ckpt.config.update(batch=args.batch, lr=args.lr, minutes=args.minutes, cache=str(args.cache),
-                       bf16=args.bf16)
+                       bf16=args.bf16, sigma=args.sigma)
     loss_kind = ARCHITECTURES[args.model].loss
     train_split, val_split = CachedSplit(args.cache, "train"), CachedSplit(args.cache, "val")
     if hasattr(model, "mean_pose") and state["step"] == 0 and not args.init:
@@ -145,7 +169,7 @@ def train(args: argparse.Namespace) -> Path:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 outputs = model(x)
             loss = pose_loss(loss_kind, [o.float() for o in outputs], j, v,
-                             bound=getattr(model, "bound", 0.1))
+                             bound=getattr(model, "bound", 0.1), sigma=args.sigma)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -173,6 +197,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs")
     p.add_argument("--input-size", type=int, default=128)
     p.add_argument("--width", type=int, default=0, help="0 = the builder's default")
+    p.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="builder option for a fresh model, e.g. stacks=1 (repeatable)")
+    p.add_argument("--sigma", type=float, default=HEATMAP_SIGMA,
+                   help="heatmap target width in cells (heatmap losses)")
     p.add_argument("--backbone", choices=("mobilenet_v2",), default=None,
                    help="ImageNet-pretrained trunk (architectures that take one)")
     p.add_argument("--init", type=Path, default=None,
