@@ -152,6 +152,14 @@ class Server:
         self.proc.wait(30)
 
 
+def multipart(image: bytes, filename: str = "p.jpg", mime: str = "image/jpeg") -> tuple[bytes, str]:
+    """A multipart/form-data body with ``image`` as the ``image`` field: (body, Content-Type)."""
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+            f"Content-Type: {mime}\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 class Client:
     """One keep-alive loopback connection; the thinnest client Python offers."""
 
@@ -176,11 +184,8 @@ class Client:
         return self.request("GET", path)
 
     def post_image(self, path: str, image: bytes) -> tuple[int, bytes]:
-        boundary = uuid.uuid4().hex
-        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
-                f"Content-Type: image/jpeg\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
-        return self.request("POST", path, body,
-                            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        body, content_type = multipart(image)
+        return self.request("POST", path, body, {"Content-Type": content_type})
 
     def pose(self, model: str, image: bytes, heatmaps: str = "none", params: str = "detect=false") -> dict:
         """One /pose request. ``detect=false`` by default: the pose model on the whole image,

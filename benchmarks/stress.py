@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from benchmarks.bench import Server
+from benchmarks.bench import Server, multipart
 from benchmarks.soak import rss_mb
 
 SMALL_QUERY = "/pose?detect=false&heatmaps=none"
@@ -35,18 +35,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks (USER_HZ = 100)
 
 
-def multipart(data: bytes, name: str = "a.png", mime: str = "image/png") -> tuple[bytes, str]:
-    boundary = "stressboundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-            f"Content-Type: {mime}\r\n\r\n").encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
 def post(port: int, path: str, data: bytes, mime: str = "image/png", timeout: float = 120) -> tuple[int, float]:
     """One request on a fresh connection: (status or -1 on a transport error, seconds)."""
     import http.client
 
-    body, ctype = multipart(data, mime=mime)
+    body, ctype = multipart(data, "upload", mime)
     start = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -181,7 +174,7 @@ def stalled_cutoff(port: int, payload: bytes, limit_s: float = 60) -> dict:
 
 
 def stalled(port: int, hangers: int) -> dict:
-    body, ctype = multipart(small_jpeg(), mime="image/jpeg")
+    body, ctype = multipart(small_jpeg())
     head = (f"POST {SMALL_QUERY} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     partial_headers = f"POST {SMALL_QUERY} HTTP/1.1\r\nHost: x\r\nContent-Type: multip".encode()
