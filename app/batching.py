@@ -34,9 +34,7 @@ class MicroBatcher:
         refused = self.pool.admission()
         if refused is None and self._queue is not None:
             wait = (self._queue.qsize() // self.max_batch + 1) * self.pool.run_s / len(self.pool.sessions)
-            if wait > self.pool.queue_timeout_s:
-                refused = Overloaded(f"expected wait {wait:.1f} s exceeds the {self.pool.queue_timeout_s:g} s "
-                                     "limit", wait - self.pool.queue_timeout_s)
+            refused = self.pool.over_limit(wait)
         return refused
 
     def _ensure_worker(self) -> asyncio.Queue:

@@ -11,7 +11,7 @@ from fastapi import Depends, File, HTTPException, Query, Request, UploadFile
 
 from app.imaging import ImageError
 from app.metrics import Metrics
-from app.pipeline import DetectParams
+from app.pipeline import DetectParams, busy
 from app.pool import Overloaded
 from app.registry import LoadedModel, Registry
 from app.settings import Settings
@@ -77,7 +77,7 @@ async def read_upload(
     except ImageError as exc:
         raise image_error(exc) from None
     except Overloaded as exc:
-        raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": exc.retry_after}) from None
+        raise busy(exc) from None
     return upload
 
 

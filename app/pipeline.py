@@ -143,6 +143,11 @@ def encode_heatmaps(model: LoadedModel, maps: np.ndarray, fmt: str, box: CropBox
     return result
 
 
+def busy(exc: Overloaded) -> HTTPException:
+    """The client's answer to a refusal: 503 with the refusal's Retry-After."""
+    return HTTPException(503, f"server busy: {exc}", headers={"Retry-After": exc.retry_after})
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1e3, 2)
 
@@ -157,7 +162,7 @@ async def run_on(runner: SessionPool | MicroBatcher, graph_id: str, feeds: Feeds
         raise image_error(exc) from None
     except Overloaded as exc:
         metrics.rejected.labels(graph_id, "busy").inc()
-        raise HTTPException(503, f"server busy: {exc}", headers={"Retry-After": exc.retry_after}) from None
+        raise busy(exc) from None
     except TimeoutError:
         metrics.rejected.labels(graph_id, "timeout").inc()
         raise HTTPException(503, "inference timed out", headers={"Retry-After": "5"}) from None

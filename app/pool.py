@@ -86,12 +86,18 @@ class SessionPool:
             return 0.0
         return (self._waiting + 1) * self.run_s / len(self.sessions)
 
+    def over_limit(self, wait: float) -> Overloaded | None:
+        """The refusal for an expected ``wait`` beyond ``queue_timeout_s`` (None within it)."""
+        if wait <= self.queue_timeout_s:
+            return None
+        return Overloaded(f"expected wait {wait:.1f} s exceeds the {self.queue_timeout_s:g} s limit",
+                          wait - self.queue_timeout_s)
+
     def admission(self) -> Overloaded | None:
         """Why a request arriving now would be refused, or None when it fits."""
-        wait = self.expected_wait_s()
-        if wait > self.queue_timeout_s:
-            return Overloaded(f"expected wait {wait:.1f} s exceeds the {self.queue_timeout_s:g} s limit",
-                              wait - self.queue_timeout_s)
+        refused = self.over_limit(self.expected_wait_s())
+        if refused is not None:
+            return refused
         if self.max_queue and self._waiting >= self.max_queue and self._idle.empty():
             return Overloaded("all sessions busy and the wait queue is full", self.run_s)
         return None

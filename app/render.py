@@ -14,10 +14,11 @@ PALETTE = ((230, 60, 60), (60, 200, 90), (70, 140, 255), (255, 190, 40), (200, 8
 
 
 def fit_within(img: Image.Image, max_side: int) -> Image.Image:
-    """``img`` shrunk to at most ``max_side`` pixels on its long side (a copy either way)."""
+    """``img`` shrunk to at most ``max_side`` pixels on its long side (``img`` itself when it
+    fits: callers draw on ``draw_people``'s copy, never on this)."""
     factor = max_side / max(img.size)
     if factor >= 1:
-        return img.copy()
+        return img
     return img.resize((max(1, round(img.width * factor)), max(1, round(img.height * factor))),
                       Image.Resampling.BILINEAR, reducing_gap=2.0)
 

@@ -7,6 +7,10 @@ Connection-level limits live here, where uvicorn is configured: the header deadl
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds in-flight requests get to finish on SIGTERM")
 
 
-def uvicorn_options(args: argparse.Namespace, settings=None) -> dict:
+def uvicorn_options(args: argparse.Namespace, settings: Settings | None = None) -> dict:
     from app.protocol import protocol_with
     from app.settings import get_settings
 
