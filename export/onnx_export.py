@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from models.architectures import ARCHITECTURES
+from models.backbone import pretrained_description
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.heatmaps import HEATMAP_STRIDE
 from models.inference import InferenceGraph, output_names
@@ -134,13 +135,17 @@ def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float, flip_test: 
         coordinates="normalised to the crop: (0,0) top-left corner, (1,1) bottom-right",
         stages=outputs["stage_keypoints"]["shape"][1], outputs=outputs,
         keypoints=list(KEYPOINT_NAMES), skeleton=[tuple(e) for e in SKELETON],
-        flip_permutation=list(FLIP_PERMUTATION), pretrained=ckpt.config.get("pretrained"),
+        flip_permutation=list(FLIP_PERMUTATION), pretrained=pretrained_description(model),
         parity_max_abs_error=parity,
         training={"data": "LSP im0001-im1000 + LSPET (last 300 held out for validation)",
                   **{k: ckpt.config[k] for k in ("arch", "input_size", "batch", "lr", "minutes", "bf16",
                                                  "cache", "init") if ckpt.config.get(k) is not None},
                   "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
                   "train_minutes": round(ckpt.state.get("elapsed", 0) / 60, 1)})
+
+
+class ParityError(AssertionError):
+    """The exported graph does not compute what the PyTorch model does (within tolerance)."""
 
 
 def export_model(ckpt: Checkpoint, out_dir: Path, flip_test: bool = False, fp16: bool = False) -> PoseManifest:
@@ -160,7 +165,7 @@ def export_model(ckpt: Checkpoint, out_dir: Path, flip_test: bool = False, fp16:
     parity = check_parity(ckpt.model, onnx_path, size, flip_test=flip_test, min_agreement=0.9 if fp16 else 0.99,
                           decoded_tolerance=0.25 * HEATMAP_STRIDE / size if fp16 else 1e-3)
     if parity > (FP16_PARITY_TOLERANCE if fp16 else PARITY_TOLERANCE):
-        raise AssertionError(f"{name}: ONNX differs from PyTorch float32 by {parity:.2e}")
+        raise ParityError(f"{name}: ONNX differs from PyTorch float32 by {parity:.2e}")
     manifest = build_manifest(ckpt, onnx_path, parity, flip_test)
     if fp16:
         manifest = manifest.variant_of(

@@ -25,6 +25,7 @@ INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64
 PRETRAINED_MEAN = (0.5, 0.5, 0.5)
 PRETRAINED_STD = (0.5, 0.5, 0.5)
 PRETRAINED_FILE = "imagenet/mobilenet_v2_imagenet.pth"
+PRETRAINED_SOURCE = "ImageNet-1k MobileNetV2 1.0 (torchvision layout, features 0-17)"
 # Where each output stride ends in ``features``: strides 4, 8, 16, 32 → layers [0, end).
 STAGE_ENDS = {4: 4, 8: 7, 16: 14, 32: 18}
 STAGE_CHANNELS = {4: 24, 8: 32, 16: 96, 32: 320}
@@ -73,6 +74,14 @@ class MobileNetV2Trunk(nn.Module):
         return out
 
 
+def pretrained_description(model: nn.Module) -> str | None:
+    """What of ``model`` starts from ImageNet weights, for its checkpoint and manifest:
+    the source plus the architecture's own ``pretrained_part`` (None: all from scratch)."""
+    if not any(isinstance(m, MobileNetV2Trunk) for m in model.modules()):
+        return None
+    return f"{PRETRAINED_SOURCE}: {getattr(model, 'pretrained_part', 'the trunk')}"
+
+
 def pretrained_path() -> Path:
     """The ImageNet weights: ``POSE_PRETRAINED_DIR`` or ../shared/pretrained."""
     return Path(os.environ.get("POSE_PRETRAINED_DIR", "../shared/pretrained")) / PRETRAINED_FILE
@@ -89,3 +98,63 @@ def load_imagenet(trunk: MobileNetV2Trunk, path: Path | None = None) -> MobileNe
              if k.startswith("features.") and int(k.split(".")[1]) < len(trunk.features)}
     trunk.load_state_dict(state, strict=True)
     return trunk
+
+
+class TopDownFeatures(nn.Module):
+    """The trunk's four strides merged top-down into one stride-4 map of ``channels``.
+
+    Why: the heatmap architectures (CPM's image features x', Tompson's convolutional bank)
+    read features at 1/4 of the input, where MobileNetV2's stride-4 layer alone is shallow
+    (24 channels, 3 blocks). As in a feature pyramid, each stride gets a 1×1 projection and
+    the coarser map, nearest-upsampled, is added to it; a 3×3 convolution smooths the sum.
+    The pretrained trunk supplies the semantics, the merge the resolution.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.trunk = MobileNetV2Trunk()
+        self.lateral = nn.ModuleDict({str(s): nn.Conv2d(c, channels, 1) for s, c in STAGE_CHANNELS.items()})
+        self.smooth = _conv_bn_relu6(channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.trunk(x)
+        y = self.lateral["32"](feats[32])
+        for s in (16, 8, 4):
+            y = self.lateral[str(s)](feats[s]) + nn.functional.interpolate(y, scale_factor=2.0, mode="nearest")
+        return self.smooth(y)
+
+
+class PretrainedRegressor(nn.Module):
+    """MobileNetV2 → 1×1 projection → fully connected layers → ``outputs`` numbers.
+
+    The holistic regressors' network (DeepPose's AlexNet, IEF's GoogLeNet in the papers:
+    both ImageNet-pretrained) with the trunk's stride-32 features flattened, so the fully
+    connected layers still see *where* things are, as the papers' did.
+
+    ``extra_channels``: inputs besides the RGB image (IEF's K rendered heatmaps). They enter
+    through their own zero-initialised convolution added to the first layer's output, which
+    is exactly a first convolution widened with zero weights for the new channels (what the
+    IEF paper did to GoogLeNet) while the pretrained state dict still loads key for key.
+    """
+
+    def __init__(self, input_size: int, outputs: int, fc: int = 512, extra_channels: int = 0,
+                 dropout: float = 0.3) -> None:
+        super().__init__()
+        self.trunk = MobileNetV2Trunk()
+        first = self.trunk.features[0][0]
+        self.extra = None
+        if extra_channels:
+            self.extra = nn.Conv2d(extra_channels, first.out_channels, first.kernel_size,
+                                   first.stride, first.padding, bias=False)
+            nn.init.zeros_(self.extra.weight)
+        side = input_size // 32
+        self.head = nn.Sequential(_conv_bn_relu6(STAGE_CHANNELS[32], 128, 1), nn.Flatten(),
+                                  nn.Linear(128 * side * side, fc), nn.ReLU(inplace=True),
+                                  nn.Dropout(dropout), nn.Linear(fc, outputs))
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        conv, bn, act = self.trunk.features[0]
+        h = conv(x)
+        if self.extra is not None:
+            h = h + self.extra(extra)
+        return self.head(self.trunk.features[1:](act(bn(h))))

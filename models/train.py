@@ -23,7 +23,8 @@ from torch import nn
 
 from models.architectures import ARCHITECTURES, build_model
 from models.architectures.registry import LossKind
-from models.backbone import PRETRAINED_MEAN, PRETRAINED_STD, MobileNetV2Trunk, load_imagenet
+from models.backbone import (PRETRAINED_MEAN, PRETRAINED_STD, MobileNetV2Trunk, load_imagenet,
+                             pretrained_description)
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.data import CachedSplit, make_batch
 from models.heatmaps import HEATMAP_SIGMA, render_gaussians
@@ -119,7 +120,7 @@ def _start(args: argparse.Namespace, ckpt_path: Path) -> Checkpoint:
         print("loaded ImageNet MobileNetV2 weights into the trunk")
     mean, std = (PRETRAINED_MEAN, PRETRAINED_STD) if args.backbone else (IMAGENET_MEAN, IMAGENET_STD)
     config = {"model": args.model, "input_size": args.input_size, "width": args.width, "arch": options,
-              "pretrained": "ImageNet MobileNetV2 1.0 (bottom-up trunk)" if args.backbone else None}
+              "pretrained": pretrained_description(model)}
     return Checkpoint(model, config, mean, std, {"epoch": 0, "elapsed": 0.0, "step": 0})
 
 

@@ -8,12 +8,18 @@ stage's beliefs are returned for intermediate supervision.
 
 Simplified: x' is the stage-1 trunk's features (shared, as in the authors' later VGG
 version) instead of a separate network; no background belief map; BatchNorm added.
+
+``backbone="mobilenet_v2"`` (the shipped model): that shared image-feature network is an
+ImageNet-pretrained MobileNetV2 merged top-down to 1/4 of the input
+(``models.backbone.TopDownFeatures``), the place the authors' own VGG-19 version put its
+ImageNet initialisation. The stages g_t are unchanged and trained from scratch.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from models.backbone import TopDownFeatures
 from models.heatmaps import render_gaussians
 from models.architectures.registry import register
 from models.keypoints import NUM_KEYPOINTS
@@ -25,10 +31,13 @@ class ConvolutionalPoseMachine(nn.Module):
     stride = 4
 
     def __init__(self, num_keypoints: int = NUM_KEYPOINTS, input_size: int = 96,
-                 width: int = 32, stages: int = 3) -> None:
+                 width: int = 32, stages: int = 3, backbone: str | None = None) -> None:
         super().__init__()
         w, k = width, num_keypoints
-        self.trunk = nn.Sequential(
+        if backbone not in (None, "mobilenet_v2"):
+            raise ValueError(f"unknown backbone {backbone!r}")
+        self.pretrained_part = "the image-feature network x' (the stages g_t are from scratch)"
+        self.trunk = TopDownFeatures(2 * w) if backbone else nn.Sequential(
             conv_bn_relu(3, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, 2 * w, 5), conv_bn_relu(2 * w, 2 * w, 5))
@@ -51,6 +60,9 @@ class ConvolutionalPoseMachine(nn.Module):
 
 
 @register("cpm", loss="heatmap", paper="Wei et al., Convolutional Pose Machines, CVPR 2016")
-def cpm(input_size: int = 96, width: int = 32, stages: int = 3, **kwargs) -> ConvolutionalPoseMachine:
-    """Builder: ``stages`` ≥ 2; ``width`` scales the trunk and every stage."""
-    return ConvolutionalPoseMachine(width=width, input_size=input_size, stages=stages, **kwargs)
+def cpm(input_size: int = 96, width: int = 32, stages: int = 3, backbone: str | None = None,
+        **kwargs) -> ConvolutionalPoseMachine:
+    """Builder: ``stages`` ≥ 2; ``width`` scales the trunk and every stage;
+    ``backbone="mobilenet_v2"`` for the pretrained image-feature network."""
+    return ConvolutionalPoseMachine(width=width, input_size=input_size, stages=stages,
+                                    backbone=backbone, **kwargs)

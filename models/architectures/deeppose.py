@@ -10,6 +10,11 @@ a displacement, scaled back by the patch size.
 Simplified: far narrower layers (the paper's 4096-wide FCs become ``fc``), BatchNorm
 instead of LRN, stages trained jointly (the paper trains them one after another) with
 the patch centres detached and jittered during training like its simulated predictions.
+
+``backbone="mobilenet_v2"`` (the shipped model): stage 1 is an ImageNet-pretrained
+MobileNetV2 with the same kind of fully connected regression head
+(``models.backbone.PretrainedRegressor``), where the paper used an ImageNet-pretrained
+AlexNet. The cascade's patch network stays small and is trained from scratch.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from models.architectures.registry import register
+from models.backbone import PretrainedRegressor
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import conv_bn_relu
 
@@ -40,12 +46,16 @@ class DeepPose(nn.Module):
 
     def __init__(self, num_keypoints: int = NUM_KEYPOINTS, input_size: int = 96, width: int = 32,
                  fc: int = 256, refine_stages: int = 1, patch_size: int = 16,
-                 patch_scale: float = 0.3) -> None:
+                 patch_scale: float = 0.3, backbone: str | None = None) -> None:
         super().__init__()
+        if backbone not in (None, "mobilenet_v2"):
+            raise ValueError(f"unknown backbone {backbone!r}")
         assert input_size % 16 == 0 and patch_size % 16 == 0
         self.num_keypoints, self.input_size = num_keypoints, input_size
         self.patch_size, self.patch_scale = patch_size, patch_scale
-        self.stage1 = _alexnet_like(width, input_size, fc, 2 * num_keypoints)
+        self.pretrained_part = "stage 1's network (the cascade's patch network is from scratch)"
+        self.stage1 = (PretrainedRegressor(input_size, 2 * num_keypoints) if backbone
+                       else _alexnet_like(width, input_size, fc, 2 * num_keypoints))
         self.refiners = nn.ModuleList(
             _alexnet_like(width, patch_size, fc, 2 * num_keypoints) for _ in range(refine_stages))
         lin = torch.linspace(-1 + 1 / patch_size, 1 - 1 / patch_size, patch_size)
@@ -81,6 +91,6 @@ class DeepPose(nn.Module):
 
 @register("deeppose", loss="coordinates",
           paper="Toshev & Szegedy, DeepPose: Human Pose Estimation via Deep Neural Networks, CVPR 2014")
-def deeppose(input_size: int = 96, width: int = 32, **kwargs) -> DeepPose:
+def deeppose(input_size: int = 96, width: int = 32, backbone: str | None = None, **kwargs) -> DeepPose:
     """Builder: ``width`` scales every layer (params grow ~quadratically)."""
-    return DeepPose(width=width, input_size=input_size, **kwargs)
+    return DeepPose(width=width, input_size=input_size, backbone=backbone, **kwargs)

@@ -76,6 +76,7 @@ class StackedHourglass(nn.Module):
         if backbone not in (None, "mobilenet_v2"):
             raise ValueError(f"unknown backbone {backbone!r}")
         self.first = PretrainedHourglass(f) if backbone else None
+        self.pretrained_part = "the first hourglass's bottom-up half"
         self.stem = None if backbone else nn.Sequential(
             conv_bn_relu(3, f // 2, 7, 2), Residual(f // 2, f),
             nn.MaxPool2d(2), Residual(f, f), Residual(f, f))

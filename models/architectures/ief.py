@@ -9,6 +9,11 @@ y_{t+1} = y_t + ε_t, starting from the mean training pose y_0. Corrections are 
 Simplified: f is a small residual CNN instead of GoogLeNet; training unrolls T steps
 with the pose detached between steps (each step learns to correct the previous
 estimate), in place of the paper's fixed-path consolidation schedule.
+
+``backbone="mobilenet_v2"`` (the shipped model): f is an ImageNet-pretrained MobileNetV2
+with a fully connected head (``models.backbone.PretrainedRegressor``) whose first layer
+also reads the K heatmaps through zero-initialised extra input weights, as the paper
+extended its ImageNet GoogLeNet to 3 + K input channels.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from torch import nn
 
 from models.heatmaps import render_gaussians
 from models.architectures.registry import register
+from models.backbone import PretrainedRegressor
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import Residual, conv_bn_relu
 
@@ -25,20 +31,26 @@ class IterativeErrorFeedback(nn.Module):
     output_kind = "coordinates"
 
     def __init__(self, num_keypoints: int = NUM_KEYPOINTS, input_size: int = 96, width: int = 32,
-                 steps: int = 3, bound: float = 0.1, sigma: float = 3.0, fc: int = 256) -> None:
+                 steps: int = 3, bound: float = 0.1, sigma: float = 3.0, fc: int = 256,
+                 backbone: str | None = None) -> None:
         super().__init__()
         w, k = width, num_keypoints
+        if backbone not in (None, "mobilenet_v2"):
+            raise ValueError(f"unknown backbone {backbone!r}")
         self.num_keypoints, self.input_size, self.steps = k, input_size, steps
         self.bound, self.sigma = bound, sigma
-        self.f = nn.Sequential(
+        self.pretrained = backbone is not None
+        self.pretrained_part = "f's convolutional network (its heatmap input weights and head are new)"
+        self.f = PretrainedRegressor(input_size, 2 * k, fc, extra_channels=k) if backbone else nn.Sequential(
             conv_bn_relu(3 + k, w, 5, 2), nn.MaxPool2d(2),
             Residual(w, 2 * w), nn.MaxPool2d(2),
             Residual(2 * w, 4 * w), nn.MaxPool2d(2),
             Residual(4 * w, 4 * w), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True),
             nn.Flatten(), nn.Linear(4 * w * (input_size // 16) ** 2, fc), nn.ReLU(inplace=True),
             nn.Linear(fc, 2 * k))
-        nn.init.zeros_(self.f[-1].weight)
-        nn.init.zeros_(self.f[-1].bias)
+        last = (self.f.head if backbone else self.f)[-1]  # ε starts at 0: y_1 = y_0
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
         # y_0: replaced by the training set's mean pose when training starts.
         self.register_buffer("mean_pose", torch.full((k, 2), 0.5))
 
@@ -50,7 +62,8 @@ class IterativeErrorFeedback(nn.Module):
         for _ in range(self.steps):
             y_in = y.detach() if self.training else y
             maps = render_gaussians(y_in, s, s, self.sigma).to(x.dtype)
-            eps = self.bound * torch.tanh(self.f(torch.cat([x, maps], 1)).view(n, -1, 2))
+            out = self.f(x, maps) if self.pretrained else self.f(torch.cat([x, maps], 1))
+            eps = self.bound * torch.tanh(out.view(n, -1, 2))
             y = y_in + eps
             poses.append(y)
         return poses
@@ -58,6 +71,8 @@ class IterativeErrorFeedback(nn.Module):
 
 @register("ief", loss="bounded_correction",
           paper="Carreira et al., Human Pose Estimation with Iterative Error Feedback, CVPR 2016")
-def ief(input_size: int = 96, width: int = 32, steps: int = 3, **kwargs) -> IterativeErrorFeedback:
+def ief(input_size: int = 96, width: int = 32, steps: int = 3, backbone: str | None = None,
+        **kwargs) -> IterativeErrorFeedback:
     """Builder: ``steps`` = T unrolled corrections (≥ 3 in the paper)."""
-    return IterativeErrorFeedback(width=width, input_size=input_size, steps=steps, **kwargs)
+    return IterativeErrorFeedback(width=width, input_size=input_size, steps=steps,
+                                  backbone=backbone, **kwargs)

@@ -151,3 +151,41 @@ def test_a_partial_release_keeps_the_other_models_decisions(tmp_path):
     doc.write_text("# int8\n\n| model | a |\n|---|---|\n| cpm | 1 |\n| hourglass | 2 |\n| ief | 3 |\n")
     assert kept_rows(doc, ["hourglass"]) == ["| cpm | 1 |", "| ief | 3 |"]
     assert kept_rows(tmp_path / "missing.md", ["cpm"]) == []
+
+
+def test_fp16_release_exports_from_the_run_it_releases(tmp_path, monkeypatch):
+    """``release --onnx-dir elsewhere --runs DIR`` must build the fp16 variant from the run's
+    checkpoint, like the fp32 graph — not from released weights that may not exist yet."""
+    from export import release
+
+    ckpt = tiny_checkpoint("cpm")
+    save_checkpoint(tmp_path / "runs" / "cpm" / "checkpoint.pt", ckpt)
+    onnx_dir = tmp_path / "onnx"
+    export_model(ckpt, onnx_dir, flip_test=True)
+    monkeypatch.setattr(release, "RELEASED_WEIGHTS", tmp_path / "no-weights-here")
+    measured = release.VariantMeasurement({}, 0.5, 0.5, 1.0, 1.0)
+    monkeypatch.setattr(release, "measure_variant", lambda *a: measured)
+    monkeypatch.setattr(release.report, "record_accuracy", lambda *a: None)
+    rows = release.release_fp16(onnx_dir, None, tmp_path, ["cpm"], tmp_path / "runs")
+    assert rows[-1].startswith("| cpm |") and rows[-1].endswith("| yes |")
+    fp16 = onnx_dir / "cpm-fp16.onnx"
+    assert check_parity(ckpt.model, fp16, TEST_INPUT, flip_test=True, min_agreement=0.9) < 0.05
+
+
+def test_an_fp16_variant_failing_parity_is_not_shipped_and_the_release_goes_on(tmp_path, monkeypatch):
+    from export import release
+    from export.onnx_export import ParityError
+
+    ckpt = tiny_checkpoint("cpm")
+    save_checkpoint(tmp_path / "runs" / "cpm" / "checkpoint.pt", ckpt)
+    onnx_dir = tmp_path / "onnx"
+    export_model(ckpt, onnx_dir, flip_test=True)
+
+    def failing_export(ckpt, out_dir, flip_test=False, fp16=False):
+        (out_dir / "cpm-fp16.onnx").write_bytes(b"half-written")
+        raise ParityError("cpm-fp16: ONNX differs from PyTorch float32 by 5.21e-02")
+
+    monkeypatch.setattr(release, "export_model", failing_export)
+    rows = release.release_fp16(onnx_dir, None, tmp_path, ["cpm"], tmp_path / "runs")
+    assert rows[-1].startswith("| cpm |") and "no: cpm-fp16: ONNX differs" in rows[-1]
+    assert not (onnx_dir / "cpm-fp16.onnx").exists() and (onnx_dir / "cpm.onnx").exists()

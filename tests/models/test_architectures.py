@@ -193,6 +193,53 @@ def test_hourglass_with_a_mobilenet_bottom_up_half_keeps_the_output_contract():
         build_model("hourglass", backbone="resnet")
 
 
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_architecture_takes_the_pretrained_trunk_and_keeps_its_contract(name):
+    from models.backbone import MobileNetV2Trunk, pretrained_description
+
+    torch.manual_seed(0)
+    model = build_model(name, input_size=64, backbone="mobilenet_v2").train()
+    trunks = [m for m in model.modules() if isinstance(m, MobileNetV2Trunk)]
+    assert len(trunks) == 1  # one pretrained network, shared where the paper shares one
+    # the manifest says what was pretrained, on what, in this architecture's own words
+    said = pretrained_description(model)
+    assert said.startswith("ImageNet") and model.pretrained_part in said
+    assert pretrained_description(tiny_model(name)) is None
+    x = torch.randn(2, 3, 64, 64)
+    outs = model(x)
+    assert len(outs) == STAGES[name]
+    shape = (2, NUM_KEYPOINTS, 16, 16) if model.output_kind == "heatmaps" else (2, NUM_KEYPOINTS, 2)
+    assert all(o.shape == shape for o in outs)
+    # every new part (projections, IEF's heatmap input weights, heads) is trained; the
+    # zero-initialised layers (IEF's last layer and heatmap input) are nudged first, as
+    # one training step would (a real step from a random trunk would blow up its BN).
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.normal_(std=1e-3)
+    joints = torch.rand(2, NUM_KEYPOINTS, 2) * 0.6 + 0.2
+    valid = torch.ones(2, NUM_KEYPOINTS, dtype=torch.bool)
+    pose_loss(ARCHS[name].loss, model(x), joints, valid).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing[:5]}"
+    with pytest.raises(ValueError, match="backbone"):
+        build_model(name, input_size=64, backbone="resnet")
+
+
+def test_ief_heatmap_input_starts_as_a_zero_widened_first_convolution():
+    """The K heatmap channels join the pretrained first layer with zero weights: at
+    initialisation the network's output is that of the RGB-only ImageNet network."""
+    from models.backbone import PretrainedRegressor
+
+    torch.manual_seed(0)
+    net = PretrainedRegressor(64, 6, fc=8, extra_channels=NUM_KEYPOINTS, dropout=0.0).train()
+    x, maps = torch.randn(2, 3, 64, 64), torch.rand(2, NUM_KEYPOINTS, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(net(x, maps), net(x, torch.zeros_like(maps)))
+        net.extra.weight.add_(0.1)
+        assert not torch.allclose(net(x, maps), net(x, torch.zeros_like(maps)))
+
+
 def test_imagenet_weights_load_into_the_trunk():
     from models.backbone import MobileNetV2Trunk, load_imagenet, pretrained_path
 
