@@ -74,6 +74,14 @@ class MobileNetV2Trunk(nn.Module):
         return out
 
 
+def use_pretrained(backbone: str | None) -> bool:
+    """The builders' ``backbone`` option: None = the paper's from-scratch network,
+    ``"mobilenet_v2"`` = this ImageNet trunk; anything else is a typo worth an error."""
+    if backbone not in (None, "mobilenet_v2"):
+        raise ValueError(f"unknown backbone {backbone!r}")
+    return backbone is not None
+
+
 def pretrained_description(model: nn.Module) -> str | None:
     """What of ``model`` starts from ImageNet weights, for its checkpoint and manifest:
     the source plus the architecture's own ``pretrained_part`` (None: all from scratch)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.backbone import TopDownFeatures
+from models.backbone import TopDownFeatures, use_pretrained
 from models.heatmaps import render_gaussians
 from models.architectures.registry import register
 from models.keypoints import NUM_KEYPOINTS
@@ -34,10 +34,8 @@ class ConvolutionalPoseMachine(nn.Module):
                  width: int = 32, stages: int = 3, backbone: str | None = None) -> None:
         super().__init__()
         w, k = width, num_keypoints
-        if backbone not in (None, "mobilenet_v2"):
-            raise ValueError(f"unknown backbone {backbone!r}")
         self.pretrained_part = "the image-feature network x' (the stages g_t are from scratch)"
-        self.trunk = TopDownFeatures(2 * w) if backbone else nn.Sequential(
+        self.trunk = TopDownFeatures(2 * w) if use_pretrained(backbone) else nn.Sequential(
             conv_bn_relu(3, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, 2 * w, 5), conv_bn_relu(2 * w, 2 * w, 5))

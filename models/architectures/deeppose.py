@@ -23,7 +23,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from models.architectures.registry import register
-from models.backbone import PretrainedRegressor
+from models.backbone import PretrainedRegressor, use_pretrained
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import conv_bn_relu
 
@@ -48,13 +48,11 @@ class DeepPose(nn.Module):
                  fc: int = 256, refine_stages: int = 1, patch_size: int = 16,
                  patch_scale: float = 0.3, backbone: str | None = None) -> None:
         super().__init__()
-        if backbone not in (None, "mobilenet_v2"):
-            raise ValueError(f"unknown backbone {backbone!r}")
         assert input_size % 16 == 0 and patch_size % 16 == 0
         self.num_keypoints, self.input_size = num_keypoints, input_size
         self.patch_size, self.patch_scale = patch_size, patch_scale
         self.pretrained_part = "stage 1's network (the cascade's patch network is from scratch)"
-        self.stage1 = (PretrainedRegressor(input_size, 2 * num_keypoints) if backbone
+        self.stage1 = (PretrainedRegressor(input_size, 2 * num_keypoints) if use_pretrained(backbone)
                        else _alexnet_like(width, input_size, fc, 2 * num_keypoints))
         self.refiners = nn.ModuleList(
             _alexnet_like(width, patch_size, fc, 2 * num_keypoints) for _ in range(refine_stages))

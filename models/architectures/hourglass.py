@@ -23,7 +23,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from models.backbone import STAGE_CHANNELS, MobileNetV2Trunk
+from models.backbone import STAGE_CHANNELS, MobileNetV2Trunk, use_pretrained
 from models.architectures.registry import register
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import Residual, conv_bn_relu
@@ -73,14 +73,13 @@ class StackedHourglass(nn.Module):
                  depth: int = 3, backbone: str | None = None) -> None:
         super().__init__()
         f = width
-        if backbone not in (None, "mobilenet_v2"):
-            raise ValueError(f"unknown backbone {backbone!r}")
-        self.first = PretrainedHourglass(f) if backbone else None
+        pretrained = use_pretrained(backbone)
+        self.first = PretrainedHourglass(f) if pretrained else None
         self.pretrained_part = "the first hourglass's bottom-up half"
-        self.stem = None if backbone else nn.Sequential(
+        self.stem = None if pretrained else nn.Sequential(
             conv_bn_relu(3, f // 2, 7, 2), Residual(f // 2, f),
             nn.MaxPool2d(2), Residual(f, f), Residual(f, f))
-        self.hourglasses = nn.ModuleList(Hourglass(depth, f) for _ in range(stacks - bool(backbone)))
+        self.hourglasses = nn.ModuleList(Hourglass(depth, f) for _ in range(stacks - pretrained))
         self.features = nn.ModuleList(nn.Sequential(Residual(f, f), conv_bn_relu(f, f, 1))
                                       for _ in range(stacks))
         self.heads = nn.ModuleList(nn.Conv2d(f, num_keypoints, 1) for _ in range(stacks))

@@ -22,7 +22,7 @@ from torch import nn
 
 from models.heatmaps import render_gaussians
 from models.architectures.registry import register
-from models.backbone import PretrainedRegressor
+from models.backbone import PretrainedRegressor, use_pretrained
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import Residual, conv_bn_relu
 
@@ -35,20 +35,18 @@ class IterativeErrorFeedback(nn.Module):
                  backbone: str | None = None) -> None:
         super().__init__()
         w, k = width, num_keypoints
-        if backbone not in (None, "mobilenet_v2"):
-            raise ValueError(f"unknown backbone {backbone!r}")
         self.num_keypoints, self.input_size, self.steps = k, input_size, steps
         self.bound, self.sigma = bound, sigma
-        self.pretrained = backbone is not None
         self.pretrained_part = "f's convolutional network (its heatmap input weights and head are new)"
-        self.f = PretrainedRegressor(input_size, 2 * k, fc, extra_channels=k) if backbone else nn.Sequential(
+        pretrained = use_pretrained(backbone)
+        self.f = PretrainedRegressor(input_size, 2 * k, fc, extra_channels=k) if pretrained else nn.Sequential(
             conv_bn_relu(3 + k, w, 5, 2), nn.MaxPool2d(2),
             Residual(w, 2 * w), nn.MaxPool2d(2),
             Residual(2 * w, 4 * w), nn.MaxPool2d(2),
             Residual(4 * w, 4 * w), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True),
             nn.Flatten(), nn.Linear(4 * w * (input_size // 16) ** 2, fc), nn.ReLU(inplace=True),
             nn.Linear(fc, 2 * k))
-        last = (self.f.head if backbone else self.f)[-1]  # ε starts at 0: y_1 = y_0
+        last = (self.f.head if pretrained else self.f)[-1]  # ε starts at 0: y_1 = y_0
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         # y_0: replaced by the training set's mean pose when training starts.
@@ -62,7 +60,8 @@ class IterativeErrorFeedback(nn.Module):
         for _ in range(self.steps):
             y_in = y.detach() if self.training else y
             maps = render_gaussians(y_in, s, s, self.sigma).to(x.dtype)
-            out = self.f(x, maps) if self.pretrained else self.f(torch.cat([x, maps], 1))
+            pretrained = isinstance(self.f, PretrainedRegressor)  # it reads the maps itself
+            out = self.f(x, maps) if pretrained else self.f(torch.cat([x, maps], 1))
             eps = self.bound * torch.tanh(out.view(n, -1, 2))
             y = y_in + eps
             poses.append(y)

@@ -22,7 +22,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from models.architectures.registry import register
-from models.backbone import TopDownFeatures
+from models.backbone import TopDownFeatures, use_pretrained
 from models.keypoints import NUM_KEYPOINTS
 from models.layers import conv_bn_relu
 
@@ -35,10 +35,8 @@ class MultiResolutionHeatmap(nn.Module):
                  backbone: str | None = None) -> None:
         super().__init__()
         w = width
-        if backbone not in (None, "mobilenet_v2"):
-            raise ValueError(f"unknown backbone {backbone!r}")
         self.pretrained_part = "the convolutional bank, shared by both resolutions"
-        self.bank = TopDownFeatures(2 * w) if backbone else nn.Sequential(
+        self.bank = TopDownFeatures(2 * w) if use_pretrained(backbone) else nn.Sequential(
             conv_bn_relu(3, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, 2 * w, 5), conv_bn_relu(2 * w, 2 * w, 5))
