@@ -12,7 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("app.serve", "run the HTTP service (configure with POSE_* variables)"),
-    "cache": ("models.data", "decode LSP+LSPET once into a crop cache (.npz)"),
+    "cache": ("models.data", "decode LSP+LSPET+coco_train once into a crop cache (.npz)"),
     "train": ("models.train", "train one architecture on the crop cache (resumable)"),
     "eval": ("models.evaluate", "PCK on the LSP test half (and coco_dev) of an ONNX file or checkpoint"),
     "eval-pipeline": ("models.evaluate_pipeline", "whole photos: person recall, matched PCK on LSP, COCO keypoint AP"),
@@ -30,6 +30,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def needs_extra(p: argparse.ArgumentParser, command: str, missing: str) -> None:
+    """A command whose module needs what this install lacks: ``--help`` still answers (with
+    what to install), and running it exits 2 with one line instead of a traceback."""
+    hint = f"`poseserve {command}` needs the train extra ({missing} is not installed): pip install -e '.[train]'"
+    # (the same words as ``main``'s, for a dependency imported only when the command runs)
+    p.epilog = hint
+
+    def refuse(_: argparse.Namespace) -> None:
+        print(f"poseserve: {hint}", file=sys.stderr)
+        raise SystemExit(2)
+
+    p.set_defaults(func=refuse, any_arguments=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="poseserve", description=__doc__)
@@ -37,11 +51,22 @@ def main(argv: list[str] | None = None) -> None:
     for name, (module_name, helptext) in COMMANDS.items():
         p = sub.add_parser(name, help=helptext, description=helptext)
         if argv[:1] == [name]:
-            module = importlib.import_module(module_name)
-            module.add_arguments(p)
+            try:
+                module = importlib.import_module(module_name)
+                module.add_arguments(p)
+            except ModuleNotFoundError as exc:  # the serving install has no torch / scipy
+                needs_extra(p, name, (exc.name or str(exc)).split(".")[0])
+                continue
             p.set_defaults(func=module.main)
-    args = parser.parse_args(argv)
-    args.func(args)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        args.func(args)
+    except ModuleNotFoundError as exc:  # a lazily imported training/evaluation dependency
+        print(f"poseserve: `poseserve {args.command}` needs the train extra ({(exc.name or str(exc)).split('.')[0]} is not installed): "
+              "pip install -e '.[train]'", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -81,6 +81,37 @@ async def read_upload(
     return upload
 
 
+def _declared(dependant) -> tuple[set[str], set[str]]:
+    """The query parameters and body (form) fields a route and its dependencies declare."""
+    query = {p.alias for p in dependant.query_params}
+    body = {p.alias for p in dependant.body_params}
+    for sub in dependant.dependencies:
+        q, b = _declared(sub)
+        query, body = query | q, body | b
+    return query, body
+
+
+async def reject_unknown_fields(request: Request) -> None:
+    """422 for a query parameter or form field the route does not declare.
+
+    Why: ``?modle=cpm`` or ``model`` sent as a form field would otherwise be ignored and
+    answered by the default model, and the user would believe they had compared models.
+    The route's own declarations (what /docs shows) are the list of accepted names.
+    """
+    query, body = _declared(request.scope["route"].dependant)
+    errors = [{"loc": ["query", k], "type": "extra_forbidden",
+               "msg": f"unknown query parameter {k!r}; accepted: {', '.join(sorted(query))}"}
+              for k in dict.fromkeys(request.query_params) if k not in query]
+    if body and request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()  # already parsed for the route's File parameter: no second read
+        errors += [{"loc": ["body", k], "type": "extra_forbidden",
+                    "msg": f"unknown form field {k!r}; accepted: {', '.join(sorted(body))} "
+                           "(options go in the query string)"}
+                   for k in dict.fromkeys(form.keys()) if k not in body]
+    if errors:
+        raise HTTPException(422, errors)
+
+
 ModelDep = Annotated[LoadedModel, Depends(selected_model)]
 UploadDep = Annotated[Upload, Depends(read_upload)]
 

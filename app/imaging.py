@@ -57,10 +57,13 @@ def decode_weight(img: Image.Image) -> float:
     return working / 3
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
+def open_image(data: bytes, max_pixels: int, max_side: int | None = None) -> Image.Image:
     """Parse the header only: format and decode-budget checks before any pixel is decoded.
 
     Refusing a decompression bomb here costs nothing; decoding it would cost gigabytes.
+    With ``max_side`` the budget is checked against what the bounded decode touches: a
+    48 MP phone JPEG decodes by DCT scaling at 1/2 or 1/4 and fits; a PNG of that size
+    decodes in full and does not.
     """
     if not data:
         raise ImageError(400, "empty upload: no image bytes received")
@@ -76,10 +79,11 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageError(400, "image has zero width or height")
-    weighted = width * height * decode_weight(img)
+    weighted = decode_cost(img, max_side) if max_side else width * height * decode_weight(img)
     if weighted > max_pixels:
         raise ImageError(413, f"image of {width}x{height} {img.mode} costs {weighted:.0f} RGB pixels to "
-                              f"decode; the limit is {max_pixels} (RGBA and 16-bit images count more)")
+                              f"decode; the limit is {max_pixels} (RGBA and 16-bit images count more; "
+                              "JPEGs are decoded reduced, other formats at full size)")
     return img
 
 
@@ -118,11 +122,11 @@ def oriented_size(img: Image.Image) -> tuple[int, int]:
     return (h, w) if orientation(img) in (5, 6, 7, 8) else (w, h)
 
 
-def decode_cost(img: Image.Image, max_side: int) -> float:
+def decode_cost(img: Image.Image, max_side: int | None) -> float:
     """Weighted pixels a bounded decode of ``img`` touches: a JPEG's DCT scaling (1/2..1/8)
     shrinks its decode, other formats decode in full before they are reduced."""
     w, h = img.size
-    if img.format in JPEG_FORMATS:
+    if img.format in JPEG_FORMATS and max_side:
         reduction = min(8, 2 ** max(0, math.floor(math.log2(max(w, h) / max_side)))) if max(w, h) > max_side else 1
         return w * h / reduction ** 2 * decode_weight(img)
     return w * h * decode_weight(img)
@@ -161,7 +165,7 @@ def load_rgb(img: Image.Image, max_reduction: float = 1.0, max_side: int | None 
 
 def decode_image(data: bytes, max_pixels: int, max_side: int | None = None) -> Image.Image:
     """Header checks, then an upright RGB decode (bounded by ``max_side`` when given)."""
-    return load_rgb(open_image(data, max_pixels), max_side=max_side)[0]
+    return load_rgb(open_image(data, max_pixels, max_side), max_side=max_side)[0]
 
 
 def reopen(data: bytes) -> Image.Image:

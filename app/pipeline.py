@@ -31,6 +31,7 @@ from app.schemas import HeatmapPNG, Heatmaps, Keypoint, Person, PoseResponse, St
 from app.settings import Settings
 from app.uploads import Upload, image_error
 from models import detection
+from models.keypoints import coco_indices
 from models.transforms import CropBox, crop_square, normalise
 
 
@@ -109,6 +110,18 @@ def keypoints(model: LoadedModel, coords: np.ndarray, scores: np.ndarray | None,
     return [Keypoint(id=i, name=name, x=round(float(xy[i, 0]), 2), y=round(float(xy[i, 1]), 2),
                      score=None if scores is None else round(float(scores[i]), 4))
             for i, name in enumerate(model.manifest.keypoints)]
+
+
+def coco_keypoints(model: LoadedModel, points: list[Keypoint]) -> list[float]:
+    """One person's keypoints as COCO-17 ``[x, y, s] × 17`` (a COCO results file's format)."""
+    out: list[float] = []
+    for i in coco_indices(model.manifest.keypoints):
+        if i is None:
+            out += [0.0, 0.0, 0.0]
+        else:
+            k = points[i]
+            out += [k.x, k.y, 1.0 if k.score is None else k.score]
+    return out
 
 
 def stage_keypoints(model: LoadedModel, stages: np.ndarray, box: CropBox) -> list[StageKeypoints]:
@@ -232,9 +245,10 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
     persons = []
     for i, (p, box) in enumerate(zip(people, boxes)):
         scores = out["scores"][i] if "scores" in out else None
+        points = keypoints(m, out["keypoints"][i], scores, box)
         persons.append(Person(bbox=[round(v, 2) for v in p.box], score=p.score,
                               crop=[round(box.x0, 2), round(box.y0, 2), round(box.side, 2)],
-                              keypoints=keypoints(m, out["keypoints"][i], scores, box),
+                              keypoints=points, coco_keypoints=coco_keypoints(m, points),
                               stages=stage_keypoints(m, out["stage_keypoints"][i], box) if stages else None))
     if heatmaps != "none":
         def encode_all() -> list[Heatmaps]:

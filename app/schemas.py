@@ -12,7 +12,8 @@ class ImageSize(BaseModel):
 
 
 class Keypoint(BaseModel):
-    id: int = Field(description="index in LSP order")
+    id: int = Field(description="index in the model's joint list (GET /models): 0-13 are the LSP joints "
+                                "(right_ankle … head_top), 14-18 the COCO face points (nose, eyes, ears)")
     name: str
     x: float = Field(description="original-image pixels, (0, 0) = top-left corner")
     y: float
@@ -65,6 +66,11 @@ class Person(BaseModel):
                                             "detected (bbox given, or detect=false)")
     crop: list[float] = Field(description="the square crop the model saw: [x0, y0, side] in image pixels")
     keypoints: list[Keypoint]
+    coco_keypoints: list[float] = Field(
+        description="the same pose as COCO-17 in COCO's order (nose, left_eye, … right_ankle): "
+                    "[x1, y1, s1, …, x17, y17, s17], 51 numbers, the `keypoints` of a COCO results "
+                    "file. s = the joint's score (1 for coordinate regressors, which have none); a "
+                    "joint the model does not predict is 0, 0, 0")
     heatmaps: Heatmaps | None = Field(None, description="this person's heatmaps (heatmaps=png|array)")
     stages: list[StageKeypoints] | None = Field(None, description="with stages=true")
 
@@ -91,8 +97,11 @@ class ModelInfo(BaseModel):
     input_size: int
     output_kind: str
     stages: int | None = None
-    keypoints: list[str]
-    skeleton: list[list[int]]
+    keypoints: list[str] = Field(description="the joints this model predicts, by id")
+    skeleton: list[list[int]] = Field(description="limbs as pairs of keypoint ids")
+    coco_order: list[int | None] = Field(
+        description="for each COCO-17 joint (COCO's order), its keypoint id here; null where this model "
+                    "does not predict it")
     params: int | None = None
     flops: int | None = None
     accuracy: dict | None = None

@@ -39,7 +39,7 @@ class Upload:
     """The upload's bytes, upright (width, height) and decode cost, all read from the header."""
 
     def __init__(self, data: bytes, max_pixels: int, max_side: int, large_pixels: int) -> None:
-        img = open_image(data, max_pixels)
+        img = open_image(data, max_pixels, max_side)
         self.data = data
         self.width, self.height = oriented_size(img)
         self.format = img.format

@@ -9,6 +9,7 @@ sha256 of the graph so a swapped or corrupted file is caught at load time.
 from __future__ import annotations
 
 import argparse
+import shutil
 import warnings
 from pathlib import Path
 
@@ -17,11 +18,11 @@ import torch
 from torch import nn
 
 from models.architectures import ARCHITECTURES
-from models.backbone import pretrained_description
-from models.checkpoint import Checkpoint, load_checkpoint
+from models.backbone import TRUNKS, licence_path, pretrained_description
+from models.checkpoint import Checkpoint, load_checkpoint, num_keypoints
 from models.heatmaps import HEATMAP_STRIDE
 from models.inference import InferenceGraph, output_names
-from models.keypoints import FLIP_PERMUTATION, KEYPOINT_NAMES, SKELETON
+from models.keypoints import JointSet
 from models.manifest import InputSpec, PoseManifest, sha256_file
 from models.runtime import create_session
 from models.transforms import CROP_MARGIN
@@ -123,6 +124,7 @@ def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float, flip_test: 
     """The manifest of a fresh export; ``accuracy`` stays empty until ``export.report`` measures it."""
     model, size = ckpt.model, ckpt.input_size
     outputs = describe_outputs(model, size)
+    joints = JointSet(num_keypoints(ckpt))
     return PoseManifest(
         id=ckpt.arch_id, architecture=type(model).__name__, paper=ARCHITECTURES[ckpt.arch_id].paper,
         onnx=onnx_path.name, sha256=sha256_file(onnx_path), opset=OPSET,
@@ -134,14 +136,29 @@ def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float, flip_test: 
         heatmap_source="predicted" if model.output_kind == "heatmaps" else "rendered",
         coordinates="normalised to the crop: (0,0) top-left corner, (1,1) bottom-right",
         stages=outputs["stage_keypoints"]["shape"][1], outputs=outputs,
-        keypoints=list(KEYPOINT_NAMES), skeleton=[tuple(e) for e in SKELETON],
-        flip_permutation=list(FLIP_PERMUTATION), pretrained=pretrained_description(model),
+        keypoints=list(joints.names), skeleton=[tuple(e) for e in joints.skeleton],
+        flip_permutation=list(joints.flip_permutation), pretrained=pretrained_description(model),
         parity_max_abs_error=parity,
-        training={"data": "LSP im0001-im1000 + LSPET (last 300 held out for validation)",
+        training={"data": ckpt.config.get("data", "LSP im0001-im1000 + LSPET (last 300 held out for validation)"),
                   **{k: ckpt.config[k] for k in ("arch", "input_size", "batch", "lr", "minutes", "bf16",
                                                  "cache", "init") if ckpt.config.get(k) is not None},
                   "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
                   "train_minutes": round(ckpt.state.get("elapsed", 0) / 60, 1)})
+
+
+def ship_trunk_licence(manifest: PoseManifest, out_dir: Path) -> PoseManifest:
+    """Copy the licence of the pretrained trunk a model derives from (named by its manifest's
+    ``pretrained``) beside its ONNX file as ``<backbone>.LICENSE`` and name it in
+    ``licence_file``: weights derived from Apache-2.0 files must carry their licence."""
+    backbone = next((name for name, t in TRUNKS.items() if (manifest.pretrained or "").startswith(t.source)), None)
+    if backbone is None:
+        return manifest
+    source = licence_path(backbone)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: the licence of the {backbone} trunk must ship with the model")
+    manifest.licence_file = f"{backbone}.LICENSE"
+    shutil.copyfile(source, out_dir / manifest.licence_file)
+    return manifest
 
 
 class ParityError(AssertionError):
@@ -167,6 +184,7 @@ def export_model(ckpt: Checkpoint, out_dir: Path, flip_test: bool = False, fp16:
     if parity > (FP16_PARITY_TOLERANCE if fp16 else PARITY_TOLERANCE):
         raise ParityError(f"{name}: ONNX differs from PyTorch float32 by {parity:.2e}")
     manifest = build_manifest(ckpt, onnx_path, parity, flip_test)
+    ship_trunk_licence(manifest, out_dir)
     if fp16:
         manifest = manifest.variant_of(
             "fp16", onnx_path, precision="network in float16; input, flip averaging and decoding in float32",

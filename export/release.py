@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from export import report
-from export.onnx_export import SHIPPED_DIR, ParityError, export_model
+from export.onnx_export import SHIPPED_DIR, ParityError, export_model, ship_trunk_licence
 from export.quantize import calibration_crops, quantize_int8
 from models.architectures import ARCHITECTURES
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.evaluate import evaluate
-from models.manifest import load_manifest
+from models.manifest import PoseManifest, load_manifest
 from models.runtime import create_session
 from models.train import RELEASED_WEIGHTS
 
@@ -165,6 +165,15 @@ def release_fp16(onnx_dir: Path, data: str | None, docs: Path, models: list[str]
     return rows
 
 
+def ship_licences(onnx_dir: Path) -> None:
+    """Every pose manifest in ``onnx_dir`` (variants and models not re-exported included)
+    gets its pretrained trunk's licence beside it."""
+    for path in sorted(onnx_dir.glob("*.json")):
+        manifest = load_manifest(path)
+        if isinstance(manifest, PoseManifest) and manifest.pretrained:
+            ship_trunk_licence(manifest, onnx_dir).save(path)
+
+
 def checkpoint_for(model_id: str, runs: Path) -> Path:
     """The run's checkpoint when there is one, else the released weights."""
     run = runs / model_id / "checkpoint.pt"
@@ -187,6 +196,7 @@ def main(args: argparse.Namespace) -> None:
         release_int8(args.onnx_dir, args.cache, args.data, args.docs, models, args.limit)
     if not args.skip_fp16:
         release_fp16(args.onnx_dir, args.data, args.docs, models, args.runs, args.limit)
+    ship_licences(args.onnx_dir)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from models.architectures import ARCHITECTURES
 from models.data import LSP_TEST, data_dir, load_lsp
 from models.evaluate import accuracy_summary, evaluate, evaluate_coco, onnx_runner
-from models.keypoints import KEYPOINT_NAMES, draw_skeleton
+from models.keypoints import LSP_KEYPOINT_NAMES, NUM_LSP_KEYPOINTS, JointSet, draw_skeleton
 from models.manifest import PoseManifest, load_manifest
 from models.transforms import CropBox, crop_square, person_box
 
@@ -117,11 +117,14 @@ def example_grid(onnx_dir: Path, data: str | None, out: Path, images: tuple[int,
             img = im.convert("RGB")
         view = CropBox.around(*person_box(s.joints, s.valid), 1.4)
         def paste(xy: np.ndarray, col: int) -> None:
+            joints = JointSet(len(xy))
             crop = Image.fromarray(crop_square(img, view, tile))
-            canvas.paste(draw_skeleton(crop, view.to_crop(xy) * tile, width=2), (col * tile, 18 + r * tile))
-        paste(s.joints, 0)
+            canvas.paste(draw_skeleton(crop, view.to_crop(xy) * tile, joints.skeleton, joints.names, width=2),
+                         (col * tile, 18 + r * tile))
+        lsp = NUM_LSP_KEYPOINTS
+        paste(s.joints[:lsp], 0)
         for c, m in enumerate(ids, start=1):
-            crop, box = runners[m].crop(img, person_box(s.joints, s.valid))
+            crop, box = runners[m].crop(img, person_box(s.joints[:lsp], s.valid[:lsp]))
             paste(box.to_image(runners[m].run(runners[m].batch([crop]))[0, -1]), c)
     canvas.save(out / "examples.png")
 
@@ -156,7 +159,7 @@ def write_markdown(results: dict[str, dict], coco: dict[str, dict], manifests: d
               "mean pose y0, then after each of the 3 corrections; hourglass = stack 1, stack 2.", "",
               "## Per joint (PCK@0.2)", "",
               "| joint | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
-    for j in KEYPOINT_NAMES:
+    for j in LSP_KEYPOINT_NAMES:
         lines.append(f"| {j} | " + " | ".join(f"{r['per_joint_pck@0.2'][j]:.3f}" for r in results.values()) + " |")
     lines += ["", "## Plots", "", "![PCK vs threshold](pck_curves.png)", "",
               "![training curves](training_curves.png)", "",

@@ -13,10 +13,12 @@ multi-scale features ``forward`` returns (strides 4, 8, 16 and 32).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of the paper.
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -24,26 +26,64 @@ INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64
 # The pretrained weights expect RGB in [0, 1] mapped to [-1, 1] (see shared/pretrained/README).
 PRETRAINED_MEAN = (0.5, 0.5, 0.5)
 PRETRAINED_STD = (0.5, 0.5, 0.5)
-PRETRAINED_FILE = "imagenet/mobilenet_v2_imagenet.pth"
-PRETRAINED_SOURCE = "ImageNet-1k MobileNetV2 1.0 (torchvision layout, features 0-17)"
+
+
+@dataclass(frozen=True)
+class TrunkWeights:
+    """A pretrained MobileNetV2 trunk in ``../shared/pretrained``: file, origin and padding.
+
+    ``same_padding``: the weights were trained with TF's "SAME" padding on the stride-2
+    convolutions (nothing top/left, one pixel bottom/right). Symmetric padding shifts the
+    sampling grid by a pixel, which an ImageNet classifier shrugs off but a pose network,
+    whose output *is* a position, does not.
+    """
+
+    file: str
+    source: str
+    licence: str
+    same_padding: bool
+
+
+# The ``backbone`` names the builders take.
+TRUNKS: dict[str, TrunkWeights] = {
+    "mobilenet_v2": TrunkWeights("imagenet/mobilenet_v2_imagenet.pth",
+                                 "ImageNet-1k MobileNetV2 1.0 (torchvision layout, features 0-17)",
+                                 "Apache-2.0", same_padding=False),
+    "movenet": TrunkWeights("movenet_trunk/mobilenet_v2_movenet.pth",
+                            "MoveNet SinglePose Lightning v4 MobileNetV2 trunk (Google, Apache-2.0; "
+                            "features 0-17, SAME padding)", "Apache-2.0", same_padding=True),
+}
 # Where each output stride ends in ``features``: strides 4, 8, 16, 32 → layers [0, end).
 STAGE_ENDS = {4: 4, 8: 7, 16: 14, 32: 18}
 STAGE_CHANNELS = {4: 24, 8: 32, 16: 96, 32: 320}
 
 
-def _conv_bn_relu6(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+class SameConv2d(nn.Conv2d):
+    """A stride-2 3×3 convolution with TF's "SAME" padding for even input sides: zero rows
+    and columns added only at the bottom and right. The same parameters (and state-dict
+    keys) as ``nn.Conv2d``, so either padding loads either file."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(F.pad(x, (0, 1, 0, 1)), self.weight, self.bias)
+
+
+def _conv_bn_relu6(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                   same_padding: bool = False) -> nn.Sequential:
+    if same_padding and stride == 2:
+        conv: nn.Conv2d = SameConv2d(cin, cout, kernel, stride, 0, groups=groups, bias=False)
+    else:
+        conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
 
 
 class InvertedResidual(nn.Module):
     """Expand (1×1) → depthwise 3×3 → linear project (1×1), identity skip when shapes match."""
 
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, same_padding: bool = False) -> None:
         super().__init__()
         hidden = cin * expand
         layers: list[nn.Module] = [] if expand == 1 else [_conv_bn_relu6(cin, hidden, 1)]
-        layers += [_conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
+        layers += [_conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden, same_padding=same_padding),
                    nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
         self.conv = nn.Sequential(*layers)
         self.use_skip = stride == 1 and cin == cout
@@ -53,15 +93,20 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Trunk(nn.Module):
-    """``features[0:18]`` of MobileNetV2 1.0; returns the features at strides 4, 8, 16, 32."""
+    """``features[0:18]`` of MobileNetV2 1.0; returns the features at strides 4, 8, 16, 32.
 
-    def __init__(self) -> None:
+    ``backbone`` names the weights it is made for (``TRUNKS``), which fixes its padding.
+    """
+
+    def __init__(self, backbone: str = "mobilenet_v2") -> None:
         super().__init__()
-        layers: list[nn.Module] = [_conv_bn_relu6(3, 32, 3, 2)]
+        self.backbone = backbone
+        same = TRUNKS[backbone].same_padding
+        layers: list[nn.Module] = [_conv_bn_relu6(3, 32, 3, 2, same_padding=same)]
         cin = 32
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
             for i in range(n):
-                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t, same_padding=same))
                 cin = c
         self.features = nn.Sequential(*layers)
 
@@ -75,31 +120,37 @@ class MobileNetV2Trunk(nn.Module):
 
 
 def use_pretrained(backbone: str | None) -> bool:
-    """The builders' ``backbone`` option: None = the paper's from-scratch network,
-    ``"mobilenet_v2"`` = this ImageNet trunk; anything else is a typo worth an error."""
-    if backbone not in (None, "mobilenet_v2"):
-        raise ValueError(f"unknown backbone {backbone!r}")
+    """The builders' ``backbone`` option: None = the paper's from-scratch network, a name
+    in ``TRUNKS`` = that pretrained trunk; anything else is a typo worth an error."""
+    if backbone is not None and backbone not in TRUNKS:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(TRUNKS)}")
     return backbone is not None
 
 
 def pretrained_description(model: nn.Module) -> str | None:
-    """What of ``model`` starts from ImageNet weights, for its checkpoint and manifest:
+    """What of ``model`` starts from pretrained weights, for its checkpoint and manifest:
     the source plus the architecture's own ``pretrained_part`` (None: all from scratch)."""
-    if not any(isinstance(m, MobileNetV2Trunk) for m in model.modules()):
+    trunk = next((m for m in model.modules() if isinstance(m, MobileNetV2Trunk)), None)
+    if trunk is None:
         return None
-    return f"{PRETRAINED_SOURCE}: {getattr(model, 'pretrained_part', 'the trunk')}"
+    return f"{TRUNKS[trunk.backbone].source}: {getattr(model, 'pretrained_part', 'the trunk')}"
 
 
-def pretrained_path() -> Path:
-    """The ImageNet weights: ``POSE_PRETRAINED_DIR`` or ../shared/pretrained."""
-    return Path(os.environ.get("POSE_PRETRAINED_DIR", "../shared/pretrained")) / PRETRAINED_FILE
+def pretrained_path(backbone: str = "mobilenet_v2") -> Path:
+    """A trunk's weights file: under ``POSE_PRETRAINED_DIR`` or ../shared/pretrained."""
+    return Path(os.environ.get("POSE_PRETRAINED_DIR", "../shared/pretrained")) / TRUNKS[backbone].file
 
 
-def load_imagenet(trunk: MobileNetV2Trunk, path: Path | None = None) -> MobileNetV2Trunk:
-    """Load the ImageNet weights into ``trunk`` (the classifier and layer 18 are skipped)."""
-    path = path or pretrained_path()
+def licence_path(backbone: str) -> Path:
+    """The LICENSE file that sits beside a trunk's weights (anything shipped from them carries it)."""
+    return pretrained_path(backbone).parent / "LICENSE"
+
+
+def load_pretrained(trunk: MobileNetV2Trunk, path: Path | None = None) -> MobileNetV2Trunk:
+    """Load the weights ``trunk`` is made for (the classifier and layer 18 are skipped)."""
+    path = path or pretrained_path(trunk.backbone)
     if not path.exists():
-        raise FileNotFoundError(f"no ImageNet MobileNetV2 weights at {path} "
+        raise FileNotFoundError(f"no {trunk.backbone} MobileNetV2 weights at {path} "
                                 "(set POSE_PRETRAINED_DIR)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items()
@@ -118,9 +169,9 @@ class TopDownFeatures(nn.Module):
     The pretrained trunk supplies the semantics, the merge the resolution.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, backbone: str = "mobilenet_v2") -> None:
         super().__init__()
-        self.trunk = MobileNetV2Trunk()
+        self.trunk = MobileNetV2Trunk(backbone)
         self.lateral = nn.ModuleDict({str(s): nn.Conv2d(c, channels, 1) for s, c in STAGE_CHANNELS.items()})
         self.smooth = _conv_bn_relu6(channels, channels, 3)
 
@@ -146,14 +197,14 @@ class PretrainedRegressor(nn.Module):
     """
 
     def __init__(self, input_size: int, outputs: int, fc: int = 512, extra_channels: int = 0,
-                 dropout: float = 0.3) -> None:
+                 dropout: float = 0.3, backbone: str = "mobilenet_v2") -> None:
         super().__init__()
-        self.trunk = MobileNetV2Trunk()
+        self.trunk = MobileNetV2Trunk(backbone)
         first = self.trunk.features[0][0]
         self.extra = None
         if extra_channels:
-            self.extra = nn.Conv2d(extra_channels, first.out_channels, first.kernel_size,
-                                   first.stride, first.padding, bias=False)
+            self.extra = type(first)(extra_channels, first.out_channels, first.kernel_size,
+                                     first.stride, first.padding, bias=False)
             nn.init.zeros_(self.extra.weight)
         side = input_size // 32
         self.head = nn.Sequential(_conv_bn_relu6(STAGE_CHANNELS[32], 128, 1), nn.Flatten(),

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from models.architectures import build_model
+from models.keypoints import NUM_LSP_KEYPOINTS
 
 
 @dataclass
@@ -37,15 +38,73 @@ class Checkpoint:
 
 
 def builder_options(config: dict[str, Any]) -> dict[str, Any]:
-    """The builder keyword arguments a checkpoint was trained with (older ones: width only)."""
+    """The builder keyword arguments a checkpoint was trained with (older ones: width only;
+    those without ``num_keypoints`` predate the face points and predict the 14 LSP joints)."""
     if config.get("arch") is not None:
-        return dict(config["arch"])
-    return {"width": config["width"]} if config.get("width") else {}
+        options = dict(config["arch"])
+    else:
+        options = {"width": config["width"]} if config.get("width") else {}
+    options.setdefault("num_keypoints", NUM_LSP_KEYPOINTS)
+    return options
+
+
+def _grow_tensor(old: torch.Tensor, init: torch.Tensor, k_old: int, k: int, joints_start: int | None
+                 ) -> torch.Tensor:
+    """``old`` reshaped like ``init`` (its fresh counterpart with ``k`` joints).
+
+    A grown input axis (any but the first) is laid out [before | joints | after]: zero
+    slices are inserted after the old joints' block, which starts at ``joints_start``
+    (default: the block ends the axis). A grown output axis (the first) keeps ``init``'s
+    values beyond the old rows.
+    """
+    t = old
+    for axis in range(1, old.dim()):
+        if init.shape[axis] != old.shape[axis]:
+            end = (old.shape[axis] - k_old if joints_start is None else joints_start) + k_old
+            zeros = list(t.shape)
+            zeros[axis] = k - k_old
+            t = torch.cat([t.narrow(axis, 0, end), t.new_zeros(zeros), t.narrow(axis, end, t.shape[axis] - end)], axis)
+    if t.shape == init.shape:
+        return t
+    if t.dim() != init.dim() or t.shape[1:] != init.shape[1:] or t.shape[0] > init.shape[0]:
+        raise ValueError(f"{tuple(old.shape)} cannot grow into {tuple(init.shape)}")
+    out = init.clone()
+    out[:t.shape[0]] = t
+    return out
+
+
+def num_keypoints(ckpt: Checkpoint) -> int:
+    """How many joints the checkpoint's network predicts (14: LSP only; 19: LSP-14 ∪ COCO-17)."""
+    return int(ckpt.model.num_keypoints)
+
+
+@torch.no_grad()
+def grow_keypoints(ckpt: Checkpoint, k: int) -> Checkpoint:
+    """The same network predicting ``k`` joints instead of its first ones (14 → 19).
+
+    Every trained tensor is kept; a tensor that depends on the joint count grows along
+    that axis: new *outputs* (a head's extra filters, a regressor's extra rows) keep the
+    fresh model's initialisation; new *inputs* (heatmaps fed back into a later stack,
+    IEF's rendered-heatmap channels) get zero weights. So the grown model's first joints
+    are, before any training, exactly the old model's.
+    """
+    old_k = num_keypoints(ckpt)
+    if k == old_k:
+        return ckpt
+    options = {**builder_options(ckpt.config), "num_keypoints": k}
+    grown = build_model(ckpt.arch_id, input_size=ckpt.input_size, **options)
+    start = getattr(grown, "belief_input_start", None)  # CPM: features, beliefs, centre map
+    target = {name: _grow_tensor(old, grown.state_dict()[name], old_k, k, start)
+              for name, old in ckpt.model.state_dict().items()}
+    grown.load_state_dict(target)
+    config = {**ckpt.config, "arch": options}
+    return Checkpoint(grown.eval(), config, ckpt.mean, ckpt.std, dict(ckpt.state), None)
 
 
 def save_checkpoint(path: Path, ckpt: Checkpoint, with_optimizer: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"model": ckpt.model.state_dict(), "config": ckpt.config, "mean": list(ckpt.mean),
+    config = {**ckpt.config, "arch": {**builder_options(ckpt.config), "num_keypoints": num_keypoints(ckpt)}}
+    payload = {"model": ckpt.model.state_dict(), "config": config, "mean": list(ckpt.mean),
                "std": list(ckpt.std), "state": ckpt.state}
     if with_optimizer and ckpt.optimizer is not None:
         payload["optimizer"] = ckpt.optimizer

@@ -1,4 +1,14 @@
-"""LSP / LSPET loading, the decoded-crop cache, and batch augmentation on tensors.
+"""LSP / LSPET / coco_train loading, the decoded-crop cache, and batch augmentation on tensors.
+
+Every sample carries the 19 joints of ``models.keypoints`` (LSP-14 ∪ COCO-17) with a mask
+of the ones its dataset labels: LSP/LSPET lack the face points, COCO lacks neck and
+head_top. The loss masks the rest, so one model learns both sets.
+
+Framing: the service crops 1.25 × the long side of a *detector's* person box, so the
+training crops are framed the same way (a model trained on joint-box crops lost 12
+points when scored on person-box crops). coco_train has COCO's person box; LSP and LSPET
+have none, so the shipped detector is run on them once, and the detection that covers
+the annotated joints best is the sample's box (the joint box grown 10 % where none does).
 
 Why a cache: on a 2-core machine JPEG decoding would eat the training budget, so every
 photo is decoded once into a square person crop with extra context (``CACHE_MARGIN``)
@@ -11,6 +21,7 @@ The crops are made by ``models.transforms.crop_square``, the function the servic
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS
+from models.keypoints import COCO_ORDER, FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_LSP_KEYPOINTS
 from models.transforms import CROP_MARGIN, PAD_RGB, CropBox, crop_square, person_box
 
 # The cache keeps more context than that, so scale/rotation augmentation has real pixels.
@@ -29,13 +40,27 @@ LSP_TRAIN = range(0, 1000)      # im0001-im1000
 LSP_TEST = range(1000, 2000)    # im1001-im2000, never trained on
 
 
+COCO_VAL_PHOTOS = 150           # coco_train photos held out for per-epoch monitoring
+MODEL_DIR = Path(__file__).resolve().parent / "onnx"  # the shipped detector
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One annotated photo: joints (14, 2) in image pixels, valid (14,) = annotated."""
+    """One annotated person: joints (19, 2) in image pixels, valid (19,) = labelled, and the
+    person box (x, y, w, h) the crop is framed on (None: not known yet)."""
 
     path: str
     joints: np.ndarray
     valid: np.ndarray
+    box: tuple[float, float, float, float] | None = None
+
+
+def _all_joints(joints: np.ndarray, valid: np.ndarray, order: list[int] | tuple[int, ...]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset's joints (J, 2) and mask (J,) placed at joint ids ``order`` of the 19."""
+    full, mask = np.zeros((NUM_KEYPOINTS, 2)), np.zeros(NUM_KEYPOINTS, bool)
+    full[list(order)], mask[list(order)] = joints, valid
+    return full, mask
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
@@ -52,57 +77,154 @@ def _loadmat(path: Path) -> np.ndarray:
     return np.asarray(loadmat(str(path))["joints"], dtype=np.float64)
 
 
+LSP_ORDER = tuple(range(NUM_LSP_KEYPOINTS))  # LSP/LSPET store joints 0-13 of the 19
+
+
 def load_lsp(root: Path) -> list[Sample]:
     """LSP: joints.mat is 3x14xN (x, y, occluded flag); every joint is annotated."""
     arr = _loadmat(root / "lsp" / "joints.mat").transpose(2, 1, 0)  # N x 14 x 3
-    return [Sample(str(root / "lsp" / "images" / f"im{i + 1:04d}.jpg"), a[:, :2].copy(),
-                   np.ones(NUM_KEYPOINTS, dtype=bool)) for i, a in enumerate(arr)]
+    return [Sample(str(root / "lsp" / "images" / f"im{i + 1:04d}.jpg"),
+                   *_all_joints(a[:, :2], np.ones(NUM_LSP_KEYPOINTS, bool), LSP_ORDER))
+            for i, a in enumerate(arr)]
 
 
 def load_lspet(root: Path) -> list[Sample]:
     """LSPET: joints.mat is 14x3xN (x, y, visible flag); flag 0 = not annotated."""
     arr = _loadmat(root / "lspet" / "joints.mat").transpose(2, 0, 1)  # N x 14 x 3
-    return [Sample(str(root / "lspet" / "images" / f"im{i + 1:05d}.jpg"), a[:, :2].copy(),
-                   (a[:, 2] > 0.5) & (a[:, 0] > 0) & (a[:, 1] > 0)) for i, a in enumerate(arr)]
+    return [Sample(str(root / "lspet" / "images" / f"im{i + 1:05d}.jpg"),
+                   *_all_joints(a[:, :2], (a[:, 2] > 0.5) & (a[:, 0] > 0) & (a[:, 1] > 0), LSP_ORDER))
+            for i, a in enumerate(arr)]
+
+
+def load_coco_people(folder: Path) -> list[Sample]:
+    """A COCO keypoint file's people (coco_train's crops): COCO-17 → the 19, COCO's box.
+
+    v = 0 (unlabelled) is masked; v = 1 (labelled, hidden) is trained on, as in COCO.
+    """
+    coco = json.loads((folder / "person_keypoints.json").read_text())
+    images = {im["id"]: im for im in coco["images"]}
+    samples = []
+    for ann in coco["annotations"]:
+        if ann.get("iscrowd"):
+            continue
+        kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
+        joints, valid = _all_joints(kp[:, :2], kp[:, 2] > 0, COCO_ORDER)
+        samples.append(Sample(str(folder / "images" / images[ann["image_id"]]["file_name"]),
+                              joints, valid, tuple(float(v) for v in ann["bbox"])))
+    return samples
+
+
+def coco_train_split(samples: list[Sample], val_photos: int = COCO_VAL_PHOTOS
+                     ) -> tuple[list[Sample], list[Sample]]:
+    """(train, val): every crop of the last ``val_photos`` photos (by COCO id) is held out, so
+    no photo lends people to both."""
+    photo = [Path(s.path).stem.rsplit("_", 1)[0] for s in samples]
+    held = set(sorted(set(photo), key=int)[-val_photos:]) if val_photos else set()
+    return ([s for s, p in zip(samples, photo) if p not in held],
+            [s for s, p in zip(samples, photo) if p in held])
 
 
 def splits(root: Path) -> dict[str, list[Sample]]:
-    """The standard protocol: train = LSP 1-1000 + LSPET, test = LSP 1001-2000.
+    """The standard protocol: train = LSP 1-1000 + LSPET (+ coco_train), test = LSP 1001-2000.
 
-    The last 300 LSPET photos are held out as a validation set for per-epoch monitoring,
-    so the test half is never looked at during training.
+    Held out for per-epoch monitoring, so the test half is never looked at during
+    training: the last 300 LSPET photos (``val``) and the last ``COCO_VAL_PHOTOS`` coco_train
+    photos (``val_coco``) when that set is present.
     """
     lsp, lspet = load_lsp(root), load_lspet(root)
-    lspet = [s for s in lspet if s.valid.sum() >= 6]  # a few LSPET frames are near-empty
-    return {"train": [lsp[i] for i in LSP_TRAIN] + lspet[:-300], "val": lspet[-300:],
-            "test": [lsp[i] for i in LSP_TEST]}
+    lspet = [s for s in lspet if s.valid.sum() >= 6]  # removed / near-empty LSPET frames
+    out = {"train": [lsp[i] for i in LSP_TRAIN] + lspet[:-300], "val": lspet[-300:],
+           "test": [lsp[i] for i in LSP_TEST]}
+    if (root / "coco_train" / "person_keypoints.json").exists():
+        coco_train, coco_val = coco_train_split(load_coco_people(root / "coco_train"))
+        out["train"] += coco_train
+        out["val_coco"] = coco_val
+    return out
+
+
+def match_detection(sample: Sample, detections: list[tuple[float, float, float, float]]
+                    ) -> tuple[float, float, float, float]:
+    """The person box for a sample without one: the detection that holds most of its labelled
+    joints (ties: the best IoU with the joint box), as the service's detector would frame
+    this person; the joint box grown 10 % when no detection holds at least half of them."""
+    from models.detection import iou
+
+    pts = sample.joints[sample.valid]
+    jx, jy, jw, jh = person_box(sample.joints, sample.valid)
+    joint_box = np.array([jx, jy, jx + jw, jy + jh])
+    best, best_key = None, (0.5, -1.0)
+    for x, y, w, h in detections:
+        inside = ((pts[:, 0] >= x) & (pts[:, 0] <= x + w) & (pts[:, 1] >= y) & (pts[:, 1] <= y + h)).mean()
+        overlap = float(iou(joint_box, np.array([[x, y, x + w, y + h]]))[0])
+        if overlap >= 0.3 and (inside, overlap) >= best_key:
+            best, best_key = (x, y, w, h), (inside, overlap)
+    if best is not None:
+        return best
+    return jx - 0.05 * jw, jy - 0.05 * jh, 1.1 * jw, 1.1 * jh
+
+
+def detector_boxes(samples: list[Sample], model_dir: Path = MODEL_DIR) -> list[Sample]:
+    """Samples without a box get the shipped detector's (see ``match_detection``)."""
+    from models.detection import Detector
+
+    detector = Detector.load(model_dir, threads=2)
+    out = []
+    for s in samples:
+        if s.box is None:
+            with Image.open(s.path) as img:
+                found = detector(img.convert("RGB"), min_score=0.1, max_people=20)
+            s = Sample(s.path, s.joints, s.valid, match_detection(s, [d.as_xywh() for d in found]))
+        out.append(s)
+    return out
 
 
 def _crop_one(args: tuple[Sample, int, float]) -> tuple[np.ndarray, np.ndarray]:
     sample, size, margin = args
-    box = CropBox.around(*person_box(sample.joints, sample.valid), margin)
+    box = CropBox.around(*(sample.box or person_box(sample.joints, sample.valid)), margin)
     with Image.open(sample.path) as img:
         pixels = crop_square(img.convert("RGB"), box, size)
     return pixels, box.to_crop(sample.joints).astype(np.float32)
 
 
-def build_cache(root: Path, out: Path, size: int = 128, workers: int = 2) -> Path:
-    """Decode every split once into ``out`` (.npz): images, joints in [0,1] crop units, valid."""
+def build_cache(root: Path, out: Path, size: int = 128, workers: int = 2,
+                framing: str = "person") -> Path:
+    """Decode every split once into ``out`` (.npz): images, joints in [0,1] crop units, valid.
+
+    ``framing="person"``: crops around person boxes (COCO's, else the detector's: what the
+    service crops); ``"joints"``: around the annotated joints (the older protocol).
+    """
     arrays: dict[str, np.ndarray] = {}
     with ProcessPoolExecutor(workers) as pool:
         for name, samples in splits(root).items():
+            if framing == "person":
+                samples = detector_boxes(samples)
+            else:
+                samples = [Sample(s.path, s.joints, s.valid) for s in samples]
             crops = list(pool.map(_crop_one, [(s, size, CACHE_MARGIN) for s in samples],
                                   chunksize=64))
             arrays[f"{name}_images"] = np.stack([c[0] for c in crops])
             arrays[f"{name}_joints"] = np.stack([c[1] for c in crops])
             arrays[f"{name}_valid"] = np.stack([s.valid for s in samples])
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, cache_margin=CACHE_MARGIN, crop_margin=CROP_MARGIN, **arrays)
+    np.savez(out, cache_margin=CACHE_MARGIN, crop_margin=CROP_MARGIN, framing=framing, **arrays)
     return out
 
 
+def describe_cache(cache: Path) -> str:
+    """What a crop cache trains on, in words, for the checkpoint and the manifest."""
+    with np.load(cache) as z:
+        n = {k[:-len("_valid")]: len(z[k]) for k in z.files if k.endswith("_valid")}
+        framing = str(z["framing"]) if "framing" in z.files else "joints"
+    sets = "LSP im0001-im1000 + LSPET" + (" + coco_train" if "val_coco" in n else "")
+    held = f"held out: {n.get('val', 0)} LSPET photos" + (
+        f", {n['val_coco']} coco_train people of {COCO_VAL_PHOTOS} photos" if "val_coco" in n else "")
+    frame = ("crops around person boxes (COCO's; the shipped detector's for LSP/LSPET)" if framing == "person"
+             else "crops around the annotated joints")
+    return f"{sets}: {n.get('train', 0)} people ({held}); {frame}"
+
+
 class CachedSplit:
-    """One split of the cache, as uint8 images (N,H,W,3), joints (N,14,2), valid (N,14)."""
+    """One split of the cache, as uint8 images (N,H,W,3), joints (N,19,2), valid (N,19)."""
 
     def __init__(self, cache: Path, split: str) -> None:
         with np.load(cache) as z:
@@ -113,6 +235,11 @@ class CachedSplit:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @staticmethod
+    def has(cache: Path, split: str) -> bool:
+        with np.load(cache) as z:
+            return f"{split}_images" in z.files
 
 
 def make_batch(split: CachedSplit, index: np.ndarray, size: int, mean: tuple[float, ...],
@@ -154,7 +281,7 @@ def make_batch(split: CachedSplit, index: np.ndarray, size: int, mean: tuple[flo
     q = torch.einsum("nij,nkj->nki", a_inv, p)
     joints = ((q + 1) / 2).float()
     if flip.any():
-        perm = torch.tensor(FLIP_PERMUTATION)
+        perm = torch.tensor(FLIP_PERMUTATION[:joints.shape[1]])
         f = torch.from_numpy(flip)
         joints[f] = joints[f][:, perm]
         valid[f] = valid[f][:, perm]
@@ -171,8 +298,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("cache/lsp180.npz"))
     p.add_argument("--size", type=int, default=180,
                    help="cached crop side; ≥ input size × CACHE_MARGIN / CROP_MARGIN keeps real pixels")
+    p.add_argument("--framing", choices=("person", "joints"), default="person",
+                   help="crop around person boxes (COCO's / the detector's, as served) or the joints")
 
 
 def main(args: argparse.Namespace) -> None:
     """``poseserve cache``."""
-    print(build_cache(data_dir(args.data), args.out, args.size))
+    print(build_cache(data_dir(args.data), args.out, args.size, framing=args.framing))

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from models.manifest import DetectorManifest, load_manifest
+from models.runtime import create_session
 
 LETTERBOX_FILL = 114  # YOLOX's padding grey
 STRIDES = (8, 16, 32)
@@ -115,3 +119,25 @@ def people(raw: np.ndarray, size: int, ratio: float, image_size: tuple[int, int]
             found.append(Detection(x1, y1, x2 - x1, y2 - y1, float(scores[i])))
     found.sort(key=lambda d: d.score * d.area, reverse=True)
     return found[:max_people]
+
+
+@dataclass
+class Detector:
+    """The shipped detector outside the service (evaluation, training crops): session + manifest,
+    called on a PIL image, with the manifest's thresholds unless told otherwise."""
+
+    session: object
+    manifest: DetectorManifest
+
+    @classmethod
+    def load(cls, model_dir: Path, threads: int = 0) -> Detector:
+        manifest = load_manifest(model_dir / "person_detector.json")
+        assert isinstance(manifest, DetectorManifest)
+        return cls(create_session(manifest.onnx_path(model_dir / "person_detector.json"), threads), manifest)
+
+    def __call__(self, img: Image.Image, min_score: float | None = None, max_people: int = 10) -> list[Detection]:
+        size = int(self.manifest.input["size"])
+        x, ratio = letterbox(img, size)
+        raw = self.session.run(None, {"images": x})[0][0]
+        score = self.manifest.score_threshold if min_score is None else min_score
+        return people(raw, size, ratio, img.size, score, self.manifest.iou_threshold, max_people)

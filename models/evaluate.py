@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from models.data import LSP_TEST, data_dir, load_lsp
-from models.keypoints import KEYPOINT_NAMES, LSP_TO_COCO, TORSO
+from models.keypoints import LSP_KEYPOINT_NAMES, LSP_TO_COCO, NUM_LSP_KEYPOINTS, TORSO, JointSet
 from models.manifest import PoseManifest, load_manifest
 from models.metrics import pck, pck_summary
 from models.runtime import create_session
@@ -44,6 +44,7 @@ class Runner:
     std: tuple[float, ...]
     crop_margin: float
     outputs: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None  # every named output (ONNX)
+    keypoints: tuple[str, ...] = LSP_KEYPOINT_NAMES  # the joints the model predicts, in its order
 
     def crop(self, img: Image.Image, box: tuple[float, float, float, float]) -> tuple[np.ndarray, CropBox]:
         """The crop the service would feed for person ``box`` (x, y, w, h), and where it lies."""
@@ -84,13 +85,13 @@ def onnx_runner(path: Path) -> Runner:
 
     spec = manifest.input
     return Runner(lambda batch: outputs(batch)["stage_keypoints"], spec.size, spec.mean, spec.std,
-                  spec.crop_margin, outputs)
+                  spec.crop_margin, outputs, tuple(manifest.keypoints))
 
 
 def torch_runner(path: Path, flip_test: bool = False, refine: str = "taylor") -> Runner:
     import torch
 
-    from models.checkpoint import load_checkpoint
+    from models.checkpoint import load_checkpoint, num_keypoints
     from models.inference import InferenceGraph
     from models.transforms import CROP_MARGIN
 
@@ -101,11 +102,13 @@ def torch_runner(path: Path, flip_test: bool = False, refine: str = "taylor") ->
         with torch.no_grad():
             return graph(torch.from_numpy(batch))[1].numpy()
 
-    return Runner(run, ckpt.input_size, ckpt.mean, ckpt.std, CROP_MARGIN)
+    return Runner(run, ckpt.input_size, ckpt.mean, ckpt.std, CROP_MARGIN,
+                  keypoints=JointSet(num_keypoints(ckpt)).names)
 
 
 def lsp_test_people(data: str | None = None) -> list[Person]:
-    return [Person(s.path, person_box(s.joints, s.valid), s.joints, s.valid)
+    lsp = NUM_LSP_KEYPOINTS
+    return [Person(s.path, person_box(s.joints[:lsp], s.valid[:lsp]), s.joints[:lsp], s.valid[:lsp])
             for s in (load_lsp(data_dir(data))[i] for i in LSP_TEST)]
 
 
@@ -120,7 +123,7 @@ def coco_dev_people(data: str | None = None, aspect_kept_only: bool = True) -> l
         if ann.get("iscrowd") or (aspect_kept_only and im.get("aspect_kept") is False):
             continue
         kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
-        joints, valid = np.zeros((len(KEYPOINT_NAMES), 2)), np.zeros(len(KEYPOINT_NAMES), bool)
+        joints, valid = np.zeros((NUM_LSP_KEYPOINTS, 2)), np.zeros(NUM_LSP_KEYPOINTS, bool)
         for lsp, c in LSP_TO_COCO.items():
             joints[lsp], valid[lsp] = kp[c, :2], kp[c, 2] > 0
         if valid[list(TORSO)].all():
@@ -129,7 +132,8 @@ def coco_dev_people(data: str | None = None, aspect_kept_only: bool = True) -> l
 
 
 def predict(runner: Runner, people: list[Person], batch: int = 50) -> np.ndarray:
-    """(N, T, K, 2) stage keypoints in image pixels, through the serving crop."""
+    """(N, T, 14, 2) stage keypoints in image pixels, through the serving crop: the LSP
+    joints, which every model predicts first (PCK is measured on them)."""
     preds = []
     for start in range(0, len(people), batch):
         crops, boxes = [], []
@@ -138,7 +142,7 @@ def predict(runner: Runner, people: list[Person], batch: int = 50) -> np.ndarray
                 crop, box = runner.crop(img.convert("RGB"), p.box)
             crops.append(crop)
             boxes.append(box)
-        stage_kp = runner.run(runner.batch(crops))
+        stage_kp = runner.run(runner.batch(crops))[:, :, :NUM_LSP_KEYPOINTS]
         preds.append(np.stack([[box.to_image(stage_kp[i, t]) for t in range(stage_kp.shape[1])]
                                for i, box in enumerate(boxes)]))
     return np.concatenate(preds)
@@ -157,7 +161,7 @@ def score(model_id: str, source: str, dataset: str, pred: np.ndarray, people: li
         "model": model_id, "source": source, "dataset": dataset,
         "pck@0.2": round(mean20, 4),
         "pck@0.1": round(pck_summary(final, gt, valid, 0.1)[0], 4),
-        "per_joint_pck@0.2": {n: round(float(v), 4) for n, v, m in zip(KEYPOINT_NAMES, per_joint, labelled) if m},
+        "per_joint_pck@0.2": {n: round(float(v), 4) for n, v, m in zip(LSP_KEYPOINT_NAMES, per_joint, labelled) if m},
         "per_stage_pck@0.2": [round(pck_summary(pred[:, t], gt, valid, 0.2)[0], 4)
                               for t in range(pred.shape[1])],
         "pck_curve": {"thresholds": list(THRESHOLDS), "pck": curve},

@@ -26,34 +26,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.detection import Detection, iou, letterbox, people
+from models.detection import Detection, Detector, iou
 from models.evaluate import Runner, lsp_test_people, onnx_runner
-from models.keypoints import COCO_KEYPOINT_NAMES, LSP_TO_COCO
+from models.keypoints import COCO_KEYPOINT_NAMES, LSP_TO_COCO, NUM_LSP_KEYPOINTS, coco_indices
 from models.manifest import DetectorManifest, load_manifest
 from models.metrics import pck_summary
-from models.runtime import create_session
 from models.transforms import person_box
 
 MODEL_DIR = Path(__file__).resolve().parent / "onnx"
-
-
-@dataclass
-class Detector:
-    session: object
-    manifest: DetectorManifest
-
-    @classmethod
-    def load(cls, model_dir: Path) -> Detector:
-        manifest = load_manifest(model_dir / "person_detector.json")
-        assert isinstance(manifest, DetectorManifest)
-        return cls(create_session(manifest.onnx_path(model_dir / "person_detector.json")), manifest)
-
-    def __call__(self, img: Image.Image, min_score: float | None = None, max_people: int = 10) -> list[Detection]:
-        size = int(self.manifest.input["size"])
-        x, ratio = letterbox(img, size)
-        raw = self.session.run(None, {"images": x})[0][0]
-        score = self.manifest.score_threshold if min_score is None else min_score
-        return people(raw, size, ratio, img.size, score, self.manifest.iou_threshold, max_people)
 
 
 def pose_all(runner: Runner, img: Image.Image, boxes: list[tuple[float, float, float, float]]
@@ -86,7 +66,7 @@ def evaluate_lsp(detector: Detector, runner: Runner, data: str | None, limit: in
         best_ious.append(max(ious, default=0.0))
         found.append(best >= 0 and ious[best] >= 0.5)
         boxes = [d.as_xywh() for d in dets] + [truth]  # the true box rides in the same batch
-        kp, _ = pose_all(runner, img, boxes)
+        kp = pose_all(runner, img, boxes)[0][:, :NUM_LSP_KEYPOINTS]
         true_pred.append(kp[-1])
         # a missed person scores as if nothing had been predicted near them
         matched_pred.append(kp[best] if found[-1] else np.full_like(kp[-1], -1e6))
@@ -117,10 +97,35 @@ def body_only_ground_truth(coco: dict, image_ids: set[int]) -> dict:
     return gt
 
 
-def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_kept_only: bool) -> dict:
+def coco_array(names: tuple[str, ...], kp: np.ndarray) -> np.ndarray:
+    """A model's (K, 2) keypoints as COCO-17 rows (x, y, v): v = 1 where the model has the
+    joint, all zeros where it does not (a 14-joint model has no face points)."""
+    out = np.zeros((len(COCO_KEYPOINT_NAMES), 3))
+    for c, i in enumerate(coco_indices(names)):
+        if i is not None:
+            out[c] = (*kp[i], 1.0)
+    return out
+
+
+def coco_stats(gt_dataset: dict, results: list[dict]) -> list[float]:
+    """pycocotools' ten keypoint numbers (AP, AP50, AP75, AP M, AP L, AR, …)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    gt = COCO()
+    gt.dataset = gt_dataset
+    with redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        if not results:
+            return [0.0] * 10
+        ev = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "keypoints")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(s) for s in ev.stats]
+
+
+def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_kept_only: bool) -> dict:
     from models.data import data_dir
 
     root = data_dir(data) / "coco_dev"
@@ -138,27 +143,26 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
             continue
         kp, scores = pose_all(runner, img, [d.as_xywh() for d in dets])
         for i, d in enumerate(dets):
-            out = np.zeros((len(COCO_KEYPOINT_NAMES), 3))
-            for lsp, c in LSP_TO_COCO.items():
-                out[c] = (*kp[i, lsp], 1.0)
+            out = coco_array(runner.keypoints, kp[i])
             confidence = d.score * (float(np.mean(scores[i])) if scores is not None else 1.0)
             results.append({"image_id": im["id"], "category_id": 1, "keypoints": out.ravel().round(2).tolist(),
                             "score": round(confidence, 5)})
-    gt = COCO()
-    gt.dataset = body_only_ground_truth(coco, {im["id"] for im in images})
-    with redirect_stdout(io.StringIO()):
-        gt.createIndex()
-        dt = gt.loadRes(results) if results else None
-        stats = [0.0] * 10
-        if dt is not None:
-            ev = COCOeval(gt, dt, "keypoints")
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-            stats = [float(s) for s in ev.stats]
+    ids = {im["id"] for im in images}
+    stats = coco_stats(body_only_ground_truth(coco, ids), results)
+    # All 17 joints (COCO's own protocol, comparable with published results): only for
+    # models that predict the face points.
+    full = None
+    if all(n in runner.keypoints for n in COCO_KEYPOINT_NAMES):
+        full_gt = copy.deepcopy(coco)
+        full_gt["images"] = [im for im in full_gt["images"] if im["id"] in ids]
+        full_gt["annotations"] = [a for a in full_gt["annotations"] if a["image_id"] in ids]
+        full = coco_stats(full_gt, results)
     return {"photos": len(images), "people": people_total, "person_recall@iou0.5": round(recalled / max(people_total, 1), 4),
             "AP": round(stats[0], 4), "AP50": round(stats[1], 4), "AP75": round(stats[2], 4),
-            "AP_medium": round(stats[3], 4), "AP_large": round(stats[4], 4), "AR": round(stats[5], 4)}
+            "AP_medium": round(stats[3], 4), "AP_large": round(stats[4], 4), "AR": round(stats[5], 4),
+            "AP_17": None if full is None else round(full[0], 4),
+            "AP50_17": None if full is None else round(full[1], 4),
+            "AR_17": None if full is None else round(full[5], 4)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -171,6 +175,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    missing = [m for m in args.models if not (args.model_dir / f"{m}.onnx").exists()]
+    if missing:
+        raise SystemExit(f"poseserve eval-pipeline: no model {', '.join(missing)} in {args.model_dir}")
     detector = Detector.load(args.model_dir)
     results = {}
     for model_id in args.models:
@@ -207,17 +214,21 @@ def markdown(results: dict, detector: DetectorManifest, limit: int) -> str:
                      f"{lsp['pck@0.2_true_box']:.3f} | {lsp['pck@0.2_pipeline']:.3f} | "
                      f"{lsp['pck@0.2_pipeline_found_only']:.3f} |")
     lines += ["", "## coco_dev: COCO keypoint AP on everyday photos (pycocotools)", "",
-              "Every person annotated (COCO-17); whole photos in. `COCOeval` over the 12 body joints LSP and "
-              "COCO share: the 5 face points are marked unlabelled in the ground truth (our models do not "
-              "predict them) and `num_keypoints` recounted. A prediction's score = detector score × mean "
-              "joint score (heatmap models). *Recall* = annotated people with a returned box of IoU ≥ 0.5. "
-              "*all*: the 110 photos; *aspect kept*: the 57 not squashed on re-hosting.", "",
-              "| model | photos | people | person recall | AP | AP50 | AP75 | AP medium | AP large | AR |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "Every person annotated (COCO-17); whole photos in. **AP (17)**: `COCOeval` over all 17 "
+              "joints with COCO's sigmas, the number comparable with published COCO results (models that "
+              "predict the face points; — for those that predict only the LSP joints). **AP (12)**: over the "
+              "12 body joints LSP and COCO share (the 5 face points marked unlabelled in the ground truth, "
+              "`num_keypoints` recounted), comparable across every model here. A prediction's score = "
+              "detector score × mean joint score (heatmap models). *Recall* = annotated people with a "
+              "returned box of IoU ≥ 0.5. *all*: the 110 photos; *aspect kept*: the 57 not squashed on "
+              "re-hosting.", "",
+              "| model | photos | people | person recall | AP (17) | AP50 (17) | AP (12) | AP50 (12) | AP75 (12) | AP medium (12) | AP large (12) | AR (12) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, r in results.items():
         for key, label in (("coco_dev_all", "all"), ("coco_dev_aspect_kept", "aspect kept")):
             c = r[key]
+            ap17 = "— | —" if c.get("AP_17") is None else f"**{c['AP_17']:.3f}** | {c['AP50_17']:.3f}"
             lines.append(f"| {m} ({label}) | {c['photos']} | {c['people']} | {c['person_recall@iou0.5']:.3f} | "
-                         f"**{c['AP']:.3f}** | {c['AP50']:.3f} | {c['AP75']:.3f} | {c['AP_medium']:.3f} | "
+                         f"{ap17} | **{c['AP']:.3f}** | {c['AP50']:.3f} | {c['AP75']:.3f} | {c['AP_medium']:.3f} | "
                          f"{c['AP_large']:.3f} | {c['AR']:.3f} |")
     return "\n".join(lines) + "\n"

@@ -34,9 +34,10 @@ def flip_back(stage: torch.Tensor, output_kind: str) -> torch.Tensor:
     """Map a prediction made on the mirrored image back onto the original.
 
     Mirroring swaps the person's sides, so joint i of the mirrored prediction is joint
-    FLIP_PERMUTATION[i] of the original (the same table augmentation uses).
+    FLIP_PERMUTATION[i] of the original (the same table augmentation uses; a model with
+    fewer joints predicts its prefix).
     """
-    perm = list(FLIP_PERMUTATION)
+    perm = list(FLIP_PERMUTATION[:stage.shape[1]])
     if output_kind == "heatmaps":
         return stage.flip(-1)[:, perm]
     mirrored = torch.stack([1 - stage[..., 0], stage[..., 1]], -1)

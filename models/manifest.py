@@ -94,6 +94,8 @@ class PoseManifest(Artifact):
     skeleton: list[tuple[int, int]]
     flip_permutation: list[int]
     pretrained: str | None = Field(None, description="what was initialised from pretrained weights")
+    licence_file: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                                     description="the pretrained weights' licence, a file beside the ONNX")
     parity_max_abs_error: float | None = None
     training: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None

@@ -23,12 +23,13 @@ from torch import nn
 
 from models.architectures import ARCHITECTURES, build_model
 from models.architectures.registry import LossKind
-from models.backbone import (PRETRAINED_MEAN, PRETRAINED_STD, MobileNetV2Trunk, load_imagenet,
+from models.backbone import (PRETRAINED_MEAN, PRETRAINED_STD, TRUNKS, MobileNetV2Trunk, load_pretrained,
                              pretrained_description)
-from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from models.data import CachedSplit, make_batch
+from models.checkpoint import Checkpoint, grow_keypoints, load_checkpoint, save_checkpoint
+from models.data import CachedSplit, describe_cache, make_batch
 from models.heatmaps import HEATMAP_SIGMA, render_gaussians
 from models.inference import InferenceGraph
+from models.keypoints import NUM_KEYPOINTS
 from models.metrics import pck_summary
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -105,19 +106,21 @@ def _start(args: argparse.Namespace, ckpt_path: Path) -> Checkpoint:
               f"{ckpt.state['elapsed'] / 60:.1f} min")
         return ckpt
     if args.init:
-        ckpt = load_checkpoint(args.init)
-        print(f"fine-tuning from {args.init} (its architecture options and normalisation)")
+        ckpt = grow_keypoints(load_checkpoint(args.init), NUM_KEYPOINTS)
+        print(f"fine-tuning from {args.init} (its architecture options and normalisation, "
+              f"{NUM_KEYPOINTS} joints)")
         ckpt.config = {**ckpt.config, "init": str(args.init)}
         ckpt.state, ckpt.optimizer = {"epoch": 0, "elapsed": 0.0, "step": 0}, None
         return ckpt
-    options = {"width": args.width} if args.width else {}
+    options: dict = {"width": args.width} if args.width else {}
     options.update(parse_options(args.arch_option))
+    options["num_keypoints"] = NUM_KEYPOINTS
     if args.backbone:
         options["backbone"] = args.backbone
     model = build_model(args.model, input_size=args.input_size, **options)
     for trunk in (m for m in model.modules() if isinstance(m, MobileNetV2Trunk)):
-        load_imagenet(trunk)
-        print("loaded ImageNet MobileNetV2 weights into the trunk")
+        load_pretrained(trunk)
+        print(f"loaded the {trunk.backbone} MobileNetV2 weights into the trunk")
     mean, std = (PRETRAINED_MEAN, PRETRAINED_STD) if args.backbone else (IMAGENET_MEAN, IMAGENET_STD)
     config = {"model": args.model, "input_size": args.input_size, "width": args.width, "arch": options,
               "pretrained": pretrained_description(model)}
@@ -134,13 +137,17 @@ def train(args: argparse.Namespace) -> Path:
     model, mean, std, state = ckpt.model, ckpt.mean, ckpt.std, ckpt.state
     size = ckpt.input_size
     ckpt.config.update(batch=args.batch, lr=args.lr, minutes=args.minutes, cache=str(args.cache),
-                       bf16=args.bf16, sigma=args.sigma)
+                       bf16=args.bf16, sigma=args.sigma, data=describe_cache(args.cache))
     loss_kind = ARCHITECTURES[args.model].loss
-    train_split, val_split = CachedSplit(args.cache, "train"), CachedSplit(args.cache, "val")
+    train_split = CachedSplit(args.cache, "train")
+    val_splits = {name: CachedSplit(args.cache, name) for name in ("val", "val_coco")
+                  if CachedSplit.has(args.cache, name)}
     if hasattr(model, "mean_pose") and state["step"] == 0 and not args.init:
         centred = (train_split.joints - 0.5) / train_split.context + 0.5  # IEF's y_0
         m = train_split.valid[..., None]
-        model.mean_pose.copy_(torch.from_numpy((centred * m).sum(0) / m.sum(0)).float())
+        seen = m.sum(0)  # joints no training sample labels start at the centre
+        mean_pose = np.where(seen > 0, (centred * m).sum(0) / np.maximum(seen, 1), 0.5)
+        model.mean_pose.copy_(torch.from_numpy(mean_pose).float())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     if ckpt.optimizer is not None:
         opt.load_state_dict(ckpt.optimizer)
@@ -182,7 +189,8 @@ def train(args: argparse.Namespace) -> Path:
         state["epoch"] += 1
         metrics = {"epoch": state["epoch"], "elapsed_min": round(state["elapsed"] / 60, 2),
                    "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
-                   "val_pck_per_stage": evaluate_split(model, val_split, size, mean, std)["pck"]}
+                   **{f"{name}_pck_per_stage": evaluate_split(model, split, size, mean, std)["pck"]
+                      for name, split in val_splits.items()}}
         log.write(json.dumps(metrics) + "\n")
         log.flush()
         print(json.dumps(metrics), flush=True)
@@ -202,8 +210,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="builder option for a fresh model, e.g. stacks=1 (repeatable)")
     p.add_argument("--sigma", type=float, default=HEATMAP_SIGMA,
                    help="heatmap target width in cells (heatmap losses)")
-    p.add_argument("--backbone", choices=("mobilenet_v2",), default=None,
-                   help="ImageNet-pretrained trunk (architectures that take one)")
+    p.add_argument("--backbone", choices=sorted(TRUNKS), default=None,
+                   help="pretrained trunk (architectures that take one): mobilenet_v2 = ImageNet, "
+                        "movenet = MoveNet Lightning's pose-trained trunk")
     p.add_argument("--init", type=Path, default=None,
                    help="fine-tune from these weights, e.g. models/weights/<id>.pt (the release)")
     p.add_argument("--batch", type=int, default=32)

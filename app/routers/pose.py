@@ -5,17 +5,17 @@ import io
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from app.deps import DetectDep, MetricsDep, ModelDep, RegistryDep, SettingsDep, UploadDep
+from app.deps import DetectDep, MetricsDep, ModelDep, RegistryDep, SettingsDep, UploadDep, reject_unknown_fields
 from app.pipeline import detects, resolve_people, run_pose
 from app.render import draw_people, fit_within
 from app.schemas import CompareResponse, ErrorResponse, PoseResponse
 
-router = APIRouter(prefix="/pose", tags=["pose"])
+router = APIRouter(prefix="/pose", tags=["pose"], dependencies=[Depends(reject_unknown_fields)])
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
 
 BBox = Annotated[str | None, Query(

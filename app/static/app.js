@@ -27,9 +27,17 @@ async function loadModels() {
   }
   const def = models.find((m) => m.id === "hourglass") || models[0];
   if (def) $("model").value = def.id;
-  if (models[0]) models[0].keypoints.forEach((n, i) => {
-    const o = document.createElement("option"); o.value = i; o.textContent = n; $("joint").appendChild(o);
-  });
+  fillJoints();
+}
+
+// The heatmap picker lists the chosen model's joints (19 with the COCO face, 14 for LSP-only models).
+function fillJoints() {
+  const m = models.find((x) => x.id === $("model").value);
+  const keep = $("joint").value;
+  $("joint").replaceChildren(...(m ? m.keypoints : []).map((n, i) => {
+    const o = el("option", n); o.value = String(i); return o;
+  }));
+  if (m && Number(keep) < m.keypoints.length) $("joint").value = keep;
 }
 
 function scale() { return canvas.width / photo.width; }
@@ -188,6 +196,7 @@ $("drop").ondrop = (e) => { e.preventDefault(); $("drop").classList.remove("over
 $("run").onclick = run;
 $("clearbox").onclick = () => { box = null; draw(); };
 $("joint").onchange = async () => { await loadHeat(); draw(); };
+$("model").addEventListener("change", fillJoints);
 $("person").onchange = async () => { sel = Number($("person").value); await selectPerson(); };
 $("stageSlider").oninput = () => { $("stageLabel").textContent = `${$("stageSlider").value} of ${$("stageSlider").max}`; draw(); };
 canvas.onmousedown = (e) => { if (!photo) return; const s = scale(); drag = { x: e.offsetX / s, y: e.offsetY / s }; };

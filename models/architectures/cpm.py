@@ -34,8 +34,10 @@ class ConvolutionalPoseMachine(nn.Module):
                  width: int = 32, stages: int = 3, backbone: str | None = None) -> None:
         super().__init__()
         w, k = width, num_keypoints
+        self.num_keypoints = k
+        self.belief_input_start = 2 * w  # a stage reads [features x' (2w), beliefs (k), centre map]
         self.pretrained_part = "the image-feature network x' (the stages g_t are from scratch)"
-        self.trunk = TopDownFeatures(2 * w) if use_pretrained(backbone) else nn.Sequential(
+        self.trunk = TopDownFeatures(2 * w, backbone) if use_pretrained(backbone) else nn.Sequential(
             conv_bn_relu(3, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, 2 * w, 5), conv_bn_relu(2 * w, 2 * w, 5))

@@ -52,7 +52,7 @@ class DeepPose(nn.Module):
         self.num_keypoints, self.input_size = num_keypoints, input_size
         self.patch_size, self.patch_scale = patch_size, patch_scale
         self.pretrained_part = "stage 1's network (the cascade's patch network is from scratch)"
-        self.stage1 = (PretrainedRegressor(input_size, 2 * num_keypoints) if use_pretrained(backbone)
+        self.stage1 = (PretrainedRegressor(input_size, 2 * num_keypoints, backbone=backbone) if use_pretrained(backbone)
                        else _alexnet_like(width, input_size, fc, 2 * num_keypoints))
         self.refiners = nn.ModuleList(
             _alexnet_like(width, patch_size, fc, 2 * num_keypoints) for _ in range(refine_stages))

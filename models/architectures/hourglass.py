@@ -9,9 +9,9 @@ re-injection). Heatmaps are at 1/4 of the input resolution.
 Simplified: narrower (``width`` instead of 256 features), shallower recursion for the
 small input, one residual per branch.
 
-``backbone="mobilenet_v2"`` (the shipped model): the first hourglass's bottom-up half —
-the paper's pool + residual steps from 1/4 down to 1/32 of the input — is an
-ImageNet-pretrained MobileNetV2 (``models.backbone``), whose strided blocks play the
+``backbone="mobilenet_v2"`` or ``"movenet"``: the first hourglass's bottom-up half —
+the paper's pool + residual steps from 1/4 down to 1/32 of the input — is a pretrained
+MobileNetV2 (``models.backbone``: ImageNet's, or MoveNet's pose-trained one), whose strided blocks play the
 pools. Its top-down half is unchanged: at each scale, nearest-neighbour upsampling plus
 a skip branch (a 1×1 projection and a residual module of the bottom-up features). Every
 later stack is the paper's hourglass. The paper trains from scratch; on 2 CPU cores the
@@ -47,10 +47,10 @@ class Hourglass(nn.Module):
 class PretrainedHourglass(nn.Module):
     """First stack with a MobileNetV2 bottom-up half; returns (stride-4 stream, output)."""
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, backbone: str = "mobilenet_v2") -> None:
         super().__init__()
         f = features
-        self.trunk = MobileNetV2Trunk()
+        self.trunk = MobileNetV2Trunk(backbone)
         self.lateral = nn.ModuleDict({str(s): conv_bn_relu(c, f, 1) for s, c in STAGE_CHANNELS.items()})
         self.skip = nn.ModuleDict({str(s): Residual(f, f) for s in (4, 8, 16)})
         self.up = nn.ModuleDict({str(s): Residual(f, f) for s in (4, 8, 16)})
@@ -74,7 +74,8 @@ class StackedHourglass(nn.Module):
         super().__init__()
         f = width
         pretrained = use_pretrained(backbone)
-        self.first = PretrainedHourglass(f) if pretrained else None
+        self.num_keypoints = num_keypoints
+        self.first = PretrainedHourglass(f, backbone) if pretrained else None
         self.pretrained_part = "the first hourglass's bottom-up half"
         self.stem = None if pretrained else nn.Sequential(
             conv_bn_relu(3, f // 2, 7, 2), Residual(f // 2, f),
@@ -108,6 +109,6 @@ class StackedHourglass(nn.Module):
 def hourglass(input_size: int = 128, width: int = 64, stacks: int = 2, depth: int = 3,
               backbone: str | None = None, **kwargs) -> StackedHourglass:
     """Builder: ``stacks`` ≥ 2 for intermediate supervision; ``depth`` pool levels;
-    ``backbone="mobilenet_v2"`` for the pretrained bottom-up half of the first stack.
+    ``backbone`` (``"mobilenet_v2"``, ``"movenet"``) for the pretrained bottom-up half of the first stack.
     Fully convolutional: any ``input_size`` divisible by 4 × 2^depth."""
     return StackedHourglass(width=width, stacks=stacks, depth=depth, backbone=backbone, **kwargs)

@@ -39,7 +39,7 @@ class IterativeErrorFeedback(nn.Module):
         self.bound, self.sigma = bound, sigma
         self.pretrained_part = "f's convolutional network (its heatmap input weights and head are new)"
         pretrained = use_pretrained(backbone)
-        self.f = PretrainedRegressor(input_size, 2 * k, fc, extra_channels=k) if pretrained else nn.Sequential(
+        self.f = PretrainedRegressor(input_size, 2 * k, fc, extra_channels=k, backbone=backbone) if pretrained else nn.Sequential(
             conv_bn_relu(3 + k, w, 5, 2), nn.MaxPool2d(2),
             Residual(w, 2 * w), nn.MaxPool2d(2),
             Residual(2 * w, 4 * w), nn.MaxPool2d(2),

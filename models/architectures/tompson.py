@@ -34,9 +34,10 @@ class MultiResolutionHeatmap(nn.Module):
     def __init__(self, num_keypoints: int = NUM_KEYPOINTS, width: int = 32,
                  backbone: str | None = None) -> None:
         super().__init__()
+        self.num_keypoints = num_keypoints
         w = width
         self.pretrained_part = "the convolutional bank, shared by both resolutions"
-        self.bank = TopDownFeatures(2 * w) if use_pretrained(backbone) else nn.Sequential(
+        self.bank = TopDownFeatures(2 * w, backbone) if use_pretrained(backbone) else nn.Sequential(
             conv_bn_relu(3, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, w, 5), nn.MaxPool2d(2),
             conv_bn_relu(w, 2 * w, 5), conv_bn_relu(2 * w, 2 * w, 5))

@@ -11,9 +11,13 @@ from PIL import Image
 from models.transforms import CropBox
 from tests.helpers import ARCHITECTURES, image_bytes
 
-LSP_NAMES = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+# Written out, not imported: the API's joint names are a contract with users.
+JOINT_NAMES = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
              "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
-             "left_wrist", "neck", "head_top"]
+             "left_wrist", "neck", "head_top", "nose", "left_eye", "right_eye", "left_ear", "right_ear"]
+COCO_KEYPOINT_NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
+                       "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
+                       "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"]
 
 
 def post(client, data: bytes, name="p.jpg", ctype="image/jpeg", **params):
@@ -21,13 +25,18 @@ def post(client, data: bytes, name="p.jpg", ctype="image/jpeg", **params):
 
 
 @pytest.mark.parametrize("model", ARCHITECTURES)
-def test_pose_returns_14_named_keypoints_inside_the_crop(client, model):
+def test_pose_returns_19_named_keypoints_inside_the_crop(client, model):
     r = post(client, image_bytes(size=(120, 160)), model=model, bbox="20,30,60,100")
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == model and body["image"] == {"width": 120, "height": 160}
-    assert [k["name"] for k in body["keypoints"]] == LSP_NAMES
-    assert [k["id"] for k in body["keypoints"]] == list(range(14))
+    assert [k["name"] for k in body["keypoints"]] == JOINT_NAMES
+    assert [k["id"] for k in body["keypoints"]] == list(range(19))
+    coco = np.array(body["persons"][0]["coco_keypoints"]).reshape(17, 3)
+    by_name = {k["name"]: k for k in body["keypoints"]}
+    for c, name in enumerate(COCO_KEYPOINT_NAMES):  # the COCO-17 array is the same pose, in COCO's order
+        assert tuple(coco[c, :2]) == (by_name[name]["x"], by_name[name]["y"])
+        assert coco[c, 2] == (1.0 if by_name[name]["score"] is None else by_name[name]["score"])
     x0, y0, side = body["crop"]
     assert (x0, y0, side) == pytest.approx((50 - 62.5, 80 - 62.5, 125.0))  # 1.25 margin, square
     for k in body["keypoints"]:
@@ -48,7 +57,7 @@ def test_heatmap_affine_maps_the_peak_cell_onto_the_keypoint(client):
                 bbox="40,20,80,110").json()
     a = np.array(body["heatmaps"]["to_image"])
     maps = np.array(body["heatmaps"]["maps"])
-    assert maps.shape == (14, body["heatmaps"]["height"], body["heatmaps"]["width"])
+    assert maps.shape == (19, body["heatmaps"]["height"], body["heatmaps"]["width"])
     cell = (body["crop"][2] / body["heatmaps"]["width"])
     for k, kp in enumerate(body["keypoints"]):
         row, col = np.unravel_index(maps[k].argmax(), maps[k].shape)
@@ -61,7 +70,7 @@ def test_png_heatmaps_decode_to_the_array_values(client):
     data = image_bytes(size=(90, 90))
     png = post(client, data, model="cpm", detect="false").json()["heatmaps"]
     arr = post(client, data, model="cpm", heatmaps="array", detect="false").json()["heatmaps"]
-    assert png["format"] == "png" and len(png["maps_png"]) == 14
+    assert png["format"] == "png" and len(png["maps_png"]) == 19
     first = png["maps_png"][0]
     pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(first["png"]))), np.float64)
     values = first["min"] + pixels / 255 * (first["max"] - first["min"])
@@ -146,7 +155,8 @@ def test_models_lists_every_model_with_its_providers(client):
     body = client.get("/models").json()
     assert sorted(m["id"] for m in body["models"]) == sorted(ARCHITECTURES)
     for m in body["models"]:
-        assert m["keypoints"] == LSP_NAMES and m["providers"] == ["CPUExecutionProvider"]
+        assert m["keypoints"] == JOINT_NAMES and m["providers"] == ["CPUExecutionProvider"]
+        assert [m["keypoints"][i] for i in m["coco_order"]] == COCO_KEYPOINT_NAMES
         assert m["params"] > 0 and m["input_size"] == 32 and m["skeleton"]
     assert body["unavailable"] == {}
 
@@ -206,7 +216,7 @@ def test_compare_runs_every_model_on_one_image(client):
     body = r.json()
     assert sorted(x["model"] for x in body["results"]) == sorted(ARCHITECTURES)
     for x in body["results"]:
-        assert len(x["keypoints"]) == 14 and x["heatmaps"] is None and x["stages"]
+        assert len(x["keypoints"]) == 19 and x["heatmaps"] is None and x["stages"]
         assert x["timing_ms"]["inference"] > 0
     single = post(client, image_bytes("PNG"), ctype="image/png", model="cpm", bbox="10,10,60,100").json()
     cpm = next(x for x in body["results"] if x["model"] == "cpm")
@@ -353,3 +363,21 @@ def test_the_demo_page_script_never_parses_strings_as_html_and_encodes_queries()
     for call in re.findall(r"post\(`([^`]*)`\)", js):
         assert re.fullmatch(r"/pose[/a-z]*\?\$\{query\(\{[^}]*\}\)\}", call), call
     assert "new URLSearchParams(params)" in js
+
+
+@pytest.mark.parametrize("route", ["/pose", "/pose/compare", "/pose/render"])
+def test_a_misspelt_query_parameter_is_422_naming_it_and_the_accepted_ones(client, route):
+    r = client.post(route, params={"modle": "cpm", "detect": "false"},
+                    files={"image": ("p.jpg", image_bytes(), "image/jpeg")})
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["query", "modle"] and "detect" in error["msg"]
+
+
+def test_an_option_sent_as_a_form_field_is_422_not_ignored(client):
+    r = client.post("/pose", params={"detect": "false"}, data={"model": "cpm"},
+                    files={"image": ("p.jpg", image_bytes(), "image/jpeg")})
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "model"] and "query string" in error["msg"]
+    assert post(client, image_bytes(), model="cpm", detect="false").status_code == 200

@@ -206,3 +206,42 @@ def test_a_png_orientation_is_the_same_from_the_header_and_the_decode():
     upload = Upload(buf.getvalue(), 10**6, 2048, 10**6)
     assert (upload.width, upload.height) == (200, 300)
     assert upload.rgb()[0].size == (200, 300)
+
+
+def flat_jpeg(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 128 if mode == "L" else (120, 130, 140)).save(buf, "JPEG", quality=60)
+    return buf.getvalue()
+
+
+def test_a_phone_jpeg_is_budgeted_at_its_reduced_decode_a_png_at_full_size():
+    """48 MP (8000x6000, current phones) and 108 MP JPEGs decode by DCT scaling to at most
+    2048 px and fit a 40 MP budget; a PNG of the same size decodes in full and does not."""
+    for size, mode in (((8000, 6000), "RGB"), ((12000, 9000), "L")):
+        upload = Upload(flat_jpeg(size, mode), 40_000_000, 2048, 4_000_000)
+        assert upload.cost < 40_000_000 and (upload.width, upload.height) == size
+        img, scale = upload.rgb()
+        assert max(img.size) <= 2048 and scale == pytest.approx(size[0] / img.size[0])
+    with pytest.raises(ImageError) as err:
+        Upload(png((8000, 6000)), 40_000_000, 2048, 4_000_000)
+    assert err.value.status == 413
+
+
+def test_a_48_megapixel_photo_is_answered_through_the_api(model_dir):
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    data = flat_jpeg((8000, 6000))
+    with TestClient(create_app(Settings(model_dir=model_dir, pool_size=1, intra_op_threads=1,
+                                        max_upload_bytes=20_000_000))) as client:
+        t0 = time.perf_counter()
+        r = client.post("/pose", params={"detect": "false", "heatmaps": "none"},
+                        files={"image": ("phone.jpg", data, "image/jpeg")})
+        elapsed = time.perf_counter() - t0
+    assert r.status_code == 200, r.text
+    assert r.json()["image"] == {"width": 8000, "height": 6000}
+    assert elapsed < 3.0  # well under a second on an idle machine; slack for a busy CI

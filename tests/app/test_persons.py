@@ -51,7 +51,7 @@ def test_a_photo_of_two_players_returns_both_with_a_skeleton_each(client):
     centres = sorted(p["bbox"][0] + p["bbox"][2] / 2 for p in persons)
     assert centres[0] < 100 < 200 < centres[1]  # the left player (x≈70) and the right one (x≈250)
     for p in persons:
-        assert 0.35 <= p["score"] <= 1 and len(p["keypoints"]) == 14 and len(p["stages"]) == 2
+        assert 0.35 <= p["score"] <= 1 and len(p["keypoints"]) == 19 and len(p["stages"]) == 2
         x, y, w, h = p["bbox"]
         x0, y0, side = p["crop"]
         assert side == pytest.approx(1.25 * max(w, h), rel=1e-3)

@@ -67,11 +67,14 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_older_checkpoints_without_builder_options_still_load(tmp_path):
-    model = tiny_model("cpm")
+    from models.architectures import build_model
+
+    model = build_model("cpm", input_size=TEST_INPUT, width=4, num_keypoints=14)  # before the face points
     torch.save({"model": model.state_dict(), "optimizer": {}, "mean": MEAN, "std": MEAN,
                 "state": {"epoch": 1, "elapsed": 1.0},
                 "config": {"model": "cpm", "input_size": TEST_INPUT, "width": 4}}, tmp_path / "old.pt")
-    assert load_checkpoint(tmp_path / "old.pt").arch_id == "cpm"
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert old.arch_id == "cpm" and old.model.num_keypoints == 14
 
 
 def test_export_refuses_to_overwrite_the_shipped_models_without_force(tmp_path):

@@ -93,3 +93,34 @@ def test_released_weights_are_the_shipped_graph(weights):
     assert tuple(ckpt.mean) == m.input.mean and m.training["epochs"] == ckpt.state["epoch"]
     assert check_parity(ckpt.model, DEFAULT_MODEL_DIR / m.onnx, m.input.size, batches=(2,),
                         flip_test=m.flip_test) <= PARITY_TOLERANCE
+
+
+def test_models_from_a_pretrained_trunk_ship_its_licence_and_name_it():
+    """Weights derived from Apache-2.0 trunks (ImageNet MobileNetV2, MoveNet's) carry the
+    licence beside the ONNX file, and the manifest names the trunk and that file."""
+    for path in DEFAULT_MODEL_DIR.glob("*.json"):
+        m = load_manifest(path)
+        if not isinstance(m, PoseManifest) or not m.pretrained:
+            continue
+        assert m.licence_file, f"{m.id}: pretrained from {m.pretrained!r} but no licence shipped"
+        licence = DEFAULT_MODEL_DIR / m.licence_file
+        assert licence.exists() and "Apache License" in licence.read_text()
+        if m.licence_file.startswith("movenet"):
+            assert "MoveNet" in m.pretrained and "Apache-2.0" in m.pretrained
+
+
+def test_the_coco_array_of_an_lsp_only_model_leaves_the_face_empty():
+    """A model without the face points answers COCO-17 with zeros there, and its body joints
+    at the named keypoints' coordinates."""
+    from types import SimpleNamespace
+
+    from app.pipeline import coco_keypoints
+    from app.schemas import Keypoint
+    from models.keypoints import COCO_KEYPOINT_NAMES, LSP_KEYPOINT_NAMES
+
+    model = SimpleNamespace(manifest=SimpleNamespace(keypoints=list(LSP_KEYPOINT_NAMES)))
+    points = [Keypoint(id=i, name=n, x=10.0 + i, y=20.0 + i, score=0.5) for i, n in enumerate(LSP_KEYPOINT_NAMES)]
+    coco = coco_keypoints(model, points)
+    assert len(coco) == 51 and coco[:15] == [0.0] * 15  # nose, eyes, ears
+    right_ankle = COCO_KEYPOINT_NAMES.index("right_ankle")
+    assert coco[3 * right_ankle: 3 * right_ankle + 3] == [10.0, 20.0, 0.5]

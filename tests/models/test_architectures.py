@@ -241,11 +241,11 @@ def test_ief_heatmap_input_starts_as_a_zero_widened_first_convolution():
 
 
 def test_imagenet_weights_load_into_the_trunk():
-    from models.backbone import MobileNetV2Trunk, load_imagenet, pretrained_path
+    from models.backbone import MobileNetV2Trunk, load_pretrained, pretrained_path
 
     if not pretrained_path().exists():
         pytest.skip("../shared/pretrained not present")
-    trunk = load_imagenet(MobileNetV2Trunk())
+    trunk = load_pretrained(MobileNetV2Trunk())
     raw = torch.load(pretrained_path(), weights_only=True)
     assert torch.equal(trunk.state_dict()["features.5.conv.1.0.weight"], raw["features.5.conv.1.0.weight"])
     with torch.no_grad():
@@ -276,3 +276,96 @@ def test_flip_test_graph_exports_with_parity(tmp_path):
     model = tiny_model("cpm")
     export_onnx(model, tmp_path / "cpm.onnx", TEST_INPUT, flip_test=True)
     assert check_parity(model, tmp_path / "cpm.onnx", TEST_INPUT, flip_test=True) < 1e-4
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_growing_14_joints_to_19_keeps_the_first_14_predictions(name):
+    """A released 14-joint model grown to the 19 joints predicts, before any training,
+    exactly what it did for the first 14 (new inputs enter with zero weights)."""
+    from models.checkpoint import Checkpoint, grow_keypoints, load_checkpoint, save_checkpoint
+    from tests.helpers import TINY
+
+    torch.manual_seed(0)
+    old = build_model(name, input_size=TEST_INPUT, num_keypoints=14, **TINY[name]).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics and IEF mean pose
+        for m in old.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+        if hasattr(old, "mean_pose"):
+            old.mean_pose.uniform_(0.3, 0.7)
+    ckpt = Checkpoint(old, {"model": name, "input_size": TEST_INPUT, "arch": dict(TINY[name])}, (0.5,) * 3,
+                      (0.5,) * 3, {})
+    grown = grow_keypoints(ckpt, NUM_KEYPOINTS)
+    assert grown.model.num_keypoints == NUM_KEYPOINTS and grown.config["arch"]["num_keypoints"] == NUM_KEYPOINTS
+    x = torch.randn(2, 3, TEST_INPUT, TEST_INPUT)
+    with torch.no_grad():
+        before, after = old(x), grown.model(x)
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        assert b.shape[1] == NUM_KEYPOINTS
+        assert torch.allclose(a, b[:, :14], atol=1e-5), f"{name}: the first 14 joints moved"
+
+
+def test_a_checkpoint_without_a_joint_count_is_an_lsp_14_model(tmp_path):
+    """Checkpoints written before the face points have no num_keypoints: they load as 14;
+    a saved checkpoint always records its count."""
+    from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from tests.helpers import TINY
+
+    model = build_model("cpm", input_size=TEST_INPUT, num_keypoints=14, **TINY["cpm"])
+    raw = {"model": model.state_dict(), "config": {"model": "cpm", "input_size": TEST_INPUT, "arch": TINY["cpm"]},
+           "mean": [0.5] * 3, "std": [0.5] * 3}
+    torch.save(raw, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").model.num_keypoints == 14
+    save_checkpoint(tmp_path / "new.pt", Checkpoint(tiny_model("cpm"), {"model": "cpm", "input_size": TEST_INPUT,
+                                                                        "arch": TINY["cpm"]}, (0.5,) * 3, (0.5,) * 3))
+    assert load_checkpoint(tmp_path / "new.pt").model.num_keypoints == NUM_KEYPOINTS
+
+
+def test_movenet_trunk_same_padding_matches_an_explicitly_padded_reference():
+    """SAME padding (zero rows/columns at the bottom/right of each stride-2 convolution) is
+    what MoveNet's weights were trained with; on a real photo, the trunk's stride-8 output
+    equals a reference that pads explicitly and convolves unpadded, with the same weights.
+    The symmetric-padding trunk (what the ImageNet file uses) is measurably different."""
+    import numpy as np
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from models.backbone import MobileNetV2Trunk, SameConv2d, load_pretrained, pretrained_path
+    from tests.helpers import DATA
+
+    photo = DATA / "lsp" / "images" / "im1001.jpg"
+    if not pretrained_path("movenet").exists() or not photo.exists():
+        pytest.skip("../shared (MoveNet trunk, LSP) not present")
+    trunk = load_pretrained(MobileNetV2Trunk("movenet")).eval()
+    with Image.open(photo) as im:
+        rgb = np.asarray(im.convert("RGB").resize((192, 192)), np.float32)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None] / 127.5 - 1
+
+    def reference(x: torch.Tensor, layers) -> torch.Tensor:
+        """Every layer by hand: stride-2 convolutions get F.pad(0, 1, 0, 1) and padding 0."""
+        for layer in layers:
+            if isinstance(layer, torch.nn.Conv2d):
+                if layer.stride == (2, 2):
+                    x = F.conv2d(F.pad(x, (0, 1, 0, 1)), layer.weight, layer.bias, 2, 0, 1, layer.groups)
+                else:
+                    x = F.conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding, 1, layer.groups)
+            elif hasattr(layer, "use_skip"):
+                y = reference(x, layer.conv)
+                x = x + y if layer.use_skip else y
+            elif isinstance(layer, torch.nn.Sequential):
+                x = reference(x, layer)
+            else:
+                x = layer(x)
+        return x
+
+    with torch.no_grad():
+        got = trunk(x)[8]
+        want = reference(x, trunk.features[:7])
+        symmetric = MobileNetV2Trunk("mobilenet_v2").eval()
+        symmetric.load_state_dict(trunk.state_dict())
+        shifted = symmetric(x)[8]
+    assert sum(isinstance(m, SameConv2d) for m in trunk.modules()) == 5
+    assert got.shape == (1, 32, 24, 24)
+    assert (got - want).norm() / want.norm() < 1e-5
+    assert (shifted - want).norm() / want.norm() > 0.05

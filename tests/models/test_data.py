@@ -10,10 +10,15 @@ scipy_io = pytest.importorskip("scipy.io")
 
 from models.data import (  # noqa: E402
     CachedSplit,
+    Sample,
     build_cache,
+    coco_train_split,
+    describe_cache,
+    load_coco_people,
     load_lsp,
     load_lspet,
     make_batch,
+    match_detection,
 )
 from models.transforms import person_box  # noqa: E402
 from models.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS  # noqa: E402
@@ -51,19 +56,93 @@ def test_loaders_normalise_array_order_and_visibility(fake_datasets):
     root, lsp, lspet = fake_datasets
     a, b = load_lsp(root), load_lspet(root)
     assert len(a) == 2000 and len(b) == 310
-    np.testing.assert_allclose(a[0].joints, lsp[:2, :, 0].T)
-    assert a[0].valid.all(), "LSP's flag means occluded, not missing"
-    np.testing.assert_allclose(b[0].joints, lspet[:, :2, 0])
+    np.testing.assert_allclose(a[0].joints[:14], lsp[:2, :, 0].T)
+    assert a[0].valid[:14].all(), "LSP's flag means occluded, not missing"
+    assert a[0].joints.shape == (NUM_KEYPOINTS, 2) and not a[0].valid[14:].any(), "no face points in LSP"
+    np.testing.assert_allclose(b[0].joints[:14], lspet[:, :2, 0])
     assert not b[0].valid[4] and b[0].valid.sum() == 13
     assert a[0].path.endswith("im0001.jpg") and b[0].path.endswith("im00001.jpg")
 
 
 def test_cache_keeps_the_standard_split(fake_datasets, tmp_path):
     root, _, _ = fake_datasets
-    cache = build_cache(root, tmp_path / "c.npz", size=32, workers=1)
+    cache = build_cache(root, tmp_path / "c.npz", size=32, workers=1, framing="joints")
     train, val, test = (CachedSplit(cache, s) for s in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (1000 + 10, 300, 1000)
     assert train.images.shape[1:] == (32, 32, 3) and train.images.dtype == np.uint8
+    assert train.joints.shape[1:] == (NUM_KEYPOINTS, 2) and not CachedSplit.has(cache, "val_coco")
+    assert describe_cache(cache).startswith("LSP im0001-im1000 + LSPET: 1010 people")
+
+
+def _coco_folder(root, people_per_photo=(2, 1, 3)):
+    """A miniature coco_train: crops named <coco id>_<k>.jpg, COCO-17 keypoints in crop pixels."""
+    import json
+
+    folder = root / "coco_train"
+    (folder / "images").mkdir(parents=True)
+    images, anns = [], []
+    for photo, count in enumerate(people_per_photo):
+        for k in range(count):
+            i = len(images)
+            name = f"{1000 + photo}_{k}.jpg"
+            Image.new("RGB", (60, 80), (90, 90, 90)).save(folder / "images" / name)
+            kp = np.zeros((17, 3))
+            kp[5:] = (30, 40, 2)           # shoulders … ankles labelled
+            kp[0] = (31, 10, 1)             # nose labelled, hidden
+            kp[13] = (0, 0, 0)              # left knee unlabelled
+            images.append({"id": i, "file_name": name, "width": 60, "height": 80})
+            anns.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "keypoints": kp.ravel().tolist(),
+                         "bbox": [10.0, 5.0, 40.0, 70.0], "num_keypoints": 12, "area": 2800.0})
+    (folder / "person_keypoints.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    return folder
+
+
+def test_coco_people_land_on_the_19_joints_with_their_box(tmp_path):
+    from models.keypoints import KEYPOINT_NAMES
+
+    people = load_coco_people(_coco_folder(tmp_path))
+    assert len(people) == 6 and people[0].box == (10.0, 5.0, 40.0, 70.0)
+    p = people[0]
+    named = dict(zip(KEYPOINT_NAMES, p.valid))
+    assert named["nose"] and named["right_ankle"] and not named["left_knee"], "v=1 kept, v=0 masked"
+    assert not named["neck"] and not named["head_top"] and not named["left_eye"]
+    assert tuple(p.joints[KEYPOINT_NAMES.index("nose")]) == (31, 10)
+
+
+def test_coco_validation_holds_out_whole_photos(tmp_path):
+    people = load_coco_people(_coco_folder(tmp_path))
+    train, val = coco_train_split(people, val_photos=1)
+    photo = lambda s: s.path.rsplit("/", 1)[1].split("_")[0]  # noqa: E731
+    assert {photo(s) for s in val} == {"1002"} and len(val) == 3
+    assert not {photo(s) for s in train} & {photo(s) for s in val}
+
+
+def test_the_cache_adds_coco_train_and_frames_every_person_on_a_box(fake_datasets, tmp_path):
+    root, _, _ = fake_datasets
+    _coco_folder(root, people_per_photo=(1,) * 160)
+    cache = build_cache(root, tmp_path / "c.npz", size=32, workers=1, framing="joints")
+    assert len(CachedSplit(cache, "train")) == 1010 + 10 and len(CachedSplit(cache, "val_coco")) == 150
+    # person framing: COCO's box (10, 5, 40, 70) is kept (no detector run for it), and the
+    # crop is 1.75 x 70 around its centre (30, 40), where the left shoulder sits
+    from models.data import CACHE_MARGIN, _crop_one, detector_boxes
+
+    (person,) = detector_boxes(load_coco_people(root / "coco_train")[:1])
+    assert person.box == (10.0, 5.0, 40.0, 70.0)
+    _, joints = _crop_one((person, 32, CACHE_MARGIN))
+    np.testing.assert_allclose(joints[9], (0.5, 0.5), atol=1e-6)
+
+
+def test_a_person_without_a_box_takes_the_detection_that_holds_their_joints():
+    joints = np.zeros((NUM_KEYPOINTS, 2))
+    joints[:14] = np.stack([np.linspace(100, 140, 14), np.linspace(50, 200, 14)], 1)
+    valid = np.zeros(NUM_KEYPOINTS, bool)
+    valid[:14] = True
+    s = Sample("x.jpg", joints, valid)
+    other, theirs = (0.0, 0.0, 60.0, 200.0), (90.0, 30.0, 60.0, 185.0)
+    assert match_detection(s, [other, theirs]) == theirs
+    # nobody found: the joint box grown by 10 %
+    x, y, w, h = match_detection(s, [other])
+    assert (x, y, w, h) == pytest.approx((98.0, 42.5, 44.0, 165.0))
 
 
 def test_person_box_ignores_unannotated_joints():
