@@ -29,7 +29,10 @@ def runners_for(registry: Registry, settings: Settings, path: str, query: bytes
     params = parse_qs(query.decode("latin-1"))
     first = {k: v[0] for k, v in params.items() if v}
     if path == "/pose/compare":
-        runners = [(m.id, m.runner) for m in registry.models.values()]
+        try:
+            runners = [(m.id, m.runner) for m in registry.compared(first.get("models"))]
+        except KeyError:  # the route answers 404 for it
+            runners = []
     else:
         model = registry.models.get(first.get("model") or settings.default_model)
         runners = [] if model is None else [(model.id, model.runner)]

@@ -103,11 +103,13 @@ def preprocess(model: LoadedModel, upload: Upload, boxes: list[CropBox]) -> np.n
     return normalise(np.stack(crops), spec.mean, spec.std)
 
 
-def keypoints(model: LoadedModel, coords: np.ndarray, scores: np.ndarray | None, box: CropBox
-              ) -> list[Keypoint]:
-    """(K, 2) normalised crop coordinates → keypoints in original-image pixels."""
+def keypoints(model: LoadedModel, coords: np.ndarray, scores: np.ndarray | None, box: CropBox,
+              size: tuple[int, int]) -> list[Keypoint]:
+    """(K, 2) normalised crop coordinates → keypoints in the pixels of an image of ``size``."""
     xy = box.to_image(coords)
+    width, height = size
     return [Keypoint(id=i, name=name, x=round(float(xy[i, 0]), 2), y=round(float(xy[i, 1]), 2),
+                     in_image=bool(0 <= xy[i, 0] <= width and 0 <= xy[i, 1] <= height),
                      score=None if scores is None else round(float(scores[i]), 4))
             for i, name in enumerate(model.manifest.keypoints)]
 
@@ -124,8 +126,9 @@ def coco_keypoints(model: LoadedModel, points: list[Keypoint]) -> list[float]:
     return out
 
 
-def stage_keypoints(model: LoadedModel, stages: np.ndarray, box: CropBox) -> list[StageKeypoints]:
-    return [StageKeypoints(stage=t + 1, keypoints=keypoints(model, stages[t], None, box))
+def stage_keypoints(model: LoadedModel, stages: np.ndarray, box: CropBox, size: tuple[int, int]
+                    ) -> list[StageKeypoints]:
+    return [StageKeypoints(stage=t + 1, keypoints=keypoints(model, stages[t], None, box, size))
             for t in range(stages.shape[0])]
 
 
@@ -230,9 +233,12 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
     """Every person's crop through the pose model in one batched run; keypoints in image pixels."""
     t1 = time.perf_counter()
     image = {"width": upload.width, "height": upload.height}
+    decoded_before = upload.decode_s  # pixel decoding so far: the detector's (and a large image's)
+    read_s = t1 - t0 - detect_s
     if not people:
         return PoseResponse(model=m.id, image=image, persons=[], crop=None, keypoints=None,
-                            timing_ms=Timing(decode=_ms(t1 - t0 - detect_s), detect=_ms(detect_s), preprocess=0,
+                            timing_ms=Timing(read=_ms(read_s), decode=_ms(decoded_before),
+                                             detect=_ms(max(detect_s - decoded_before, 0.0)), preprocess=0,
                                              inference=0, postprocess=0, total=_ms(t1 - t0)))
     boxes = [crop_for(m, p) for p in people]
     # One person may join a micro-batch; a group is already a batch and goes straight to the pool.
@@ -242,14 +248,15 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
                                          settings, metrics)
     t2 = time.perf_counter()
     out = dict(zip(m.output_names, outputs))
+    size = (upload.width, upload.height)
     persons = []
     for i, (p, box) in enumerate(zip(people, boxes)):
         scores = out["scores"][i] if "scores" in out else None
-        points = keypoints(m, out["keypoints"][i], scores, box)
+        points = keypoints(m, out["keypoints"][i], scores, box, size)
         persons.append(Person(bbox=[round(v, 2) for v in p.box], score=p.score,
                               crop=[round(box.x0, 2), round(box.y0, 2), round(box.side, 2)],
                               keypoints=points, coco_keypoints=coco_keypoints(m, points),
-                              stages=stage_keypoints(m, out["stage_keypoints"][i], box) if stages else None))
+                              stages=stage_keypoints(m, out["stage_keypoints"][i], box, size) if stages else None))
     if heatmaps != "none":
         def encode_all() -> list[Heatmaps]:
             return [encode_heatmaps(m, out["heatmaps"][i], heatmaps, box) for i, box in enumerate(boxes)]
@@ -258,10 +265,14 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
             person.heatmaps = maps
     first = persons[0]
     t3 = time.perf_counter()
-    # decode = upload read + header checks; detect = decode for the detector + its run + NMS;
-    # preprocess = pixel decode, crops, normalise; inference = waiting for a session + the run.
+    # read = upload read + header checks; decode = pixel decoding for every use; detect = the
+    # detector's letterbox, run and NMS; preprocess = crops + normalise; inference = waiting for
+    # a session + the run.
+    pose_decode_s = upload.decode_s - decoded_before  # decoded for the crops, on the session's thread
     return PoseResponse(
         model=m.id, image=image, persons=persons, crop=first.crop, keypoints=first.keypoints,
         heatmaps=first.heatmaps, stages=first.stages,
-        timing_ms=Timing(decode=_ms(t1 - t0 - detect_s), detect=_ms(detect_s), preprocess=_ms(prepare_s),
+        timing_ms=Timing(read=_ms(read_s), decode=_ms(upload.decode_s),
+                         detect=_ms(max(detect_s - decoded_before, 0.0)),
+                         preprocess=_ms(max(prepare_s - pose_decode_s, 0.0)),
                          inference=_ms(t2 - t1 - prepare_s), postprocess=_ms(t3 - t2), total=_ms(t3 - t0)))

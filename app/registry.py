@@ -91,6 +91,18 @@ class Registry:
             graphs[self.detector.id] = self.detector.pool.providers
         return graphs
 
+    def compared(self, ids: str | None) -> list[LoadedModel]:
+        """The models ``/pose/compare`` runs: ``ids`` (comma-separated) in that order, or by
+        default the full-precision model of each architecture (variants only when named).
+        Raises ``KeyError`` naming the first id not served here."""
+        if not ids:
+            return [m for m in self.models.values() if m.manifest.variant is None]
+        chosen = list(dict.fromkeys(i.strip() for i in ids.split(",") if i.strip()))
+        for i in chosen:
+            if i not in self.models:
+                raise KeyError(i)
+        return [self.models[i] for i in chosen]
+
     def close(self) -> None:
         for m in self.models.values():
             m.runner.close()

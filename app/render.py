@@ -1,16 +1,17 @@
-"""``/pose/render``: every person drawn on the photo, a colour each, with box and score."""
+"""``/pose/render``: every person drawn on the photo, limbs by side, box and score in a colour each."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from app.schemas import Person
 from models.keypoints import draw_skeleton
 
-# Distinct, readable on photos; person i gets PALETTE[i % len(PALETTE)], as on the web page.
-PALETTE = ((230, 60, 60), (60, 200, 90), (70, 140, 255), (255, 190, 40), (200, 80, 220),
-           (40, 210, 210), (255, 120, 160), (150, 110, 60), (160, 160, 160), (120, 200, 40))
+# One outline colour per person, as on the web page: none is the limbs' red, green or blue,
+# since limbs are coloured by side (``models.keypoints.limb_colour``).
+PALETTE = ((255, 200, 0), (0, 200, 220), (220, 60, 220), (255, 140, 0), (245, 245, 245),
+           (150, 100, 255), (255, 120, 170), (170, 120, 60), (150, 150, 150), (200, 200, 100))
 
 
 def fit_within(img: Image.Image, max_side: int) -> Image.Image:
@@ -26,16 +27,23 @@ def fit_within(img: Image.Image, max_side: int) -> Image.Image:
 def draw_people(img: Image.Image, persons: Sequence[Person], skeleton: Sequence[Sequence[int]],
                 names: Sequence[str], scale: float = 1.0) -> Image.Image:
     """Draw on a copy of ``img``, whose pixels are ``scale`` × the image pixels that the
-    persons' coordinates are in (the rendered picture is size-capped)."""
+    persons' coordinates are in (the rendered picture is size-capped).
+
+    Limbs by side (the person's right red, left green, centre blue) so left and right can be
+    judged; each person's box and label in their own colour, the label on a backing of
+    that colour so it reads on any photo.
+    """
     out = img.convert("RGB")
     w = max(2, round(max(out.size) / 200))
+    font = ImageFont.load_default(size=max(12, 6 * w))
     for i, person in enumerate(persons):
         colour = PALETTE[i % len(PALETTE)]
-        out = draw_skeleton(out, [(k.x * scale, k.y * scale) for k in person.keypoints], skeleton, names, w,
-                            colour)
+        out = draw_skeleton(out, [(k.x * scale, k.y * scale) for k in person.keypoints], skeleton, names, w)
         draw = ImageDraw.Draw(out)
         x, y, bw, bh = (v * scale for v in person.bbox)
         draw.rectangle([x, y, x + bw, y + bh], outline=colour, width=max(1, w // 2))
         label = f"{i + 1}" + (f"  {person.score:.2f}" if person.score is not None else "")
-        draw.text((x + 3, y + 2), label, fill=colour)
+        left, top, right, bottom = draw.textbbox((x + w, y + w), label, font=font)
+        draw.rectangle([x, y, right + w, bottom + w], fill=colour)
+        draw.text((x + w, y + w), label, fill=(0, 0, 0), font=font)
     return out

@@ -17,6 +17,8 @@ class Keypoint(BaseModel):
     name: str
     x: float = Field(description="original-image pixels, (0, 0) = top-left corner")
     y: float
+    in_image: bool = Field(description="whether (x, y) lies inside the image; false for a joint placed "
+                                       "beyond its edge (a limb the frame cuts off), which no pixel shows")
     score: float | None = Field(
         description="heatmap peak value for heatmap models; null for coordinate regressors "
                     "(DeepPose, IEF), which predict no confidence")
@@ -44,10 +46,15 @@ class Heatmaps(BaseModel):
 
 
 class Timing(BaseModel):
-    decode: float = Field(description="upload read and header checks")
-    detect: float = Field(0.0, description="person detection (decode for it, detector run, NMS); "
-                                           "0 when a bbox was given or detect=false")
-    preprocess: float = Field(description="pixel decode, crops and normalisation for the pose model")
+    """Milliseconds. ``total`` is the wall time from the endpoint's start; a large image's
+    decode (in the decode pool, before that) is counted in ``decode`` only."""
+
+    read: float = Field(description="upload read and header checks")
+    decode: float = Field(description="decoding the image's pixels, every use together (for the detector, "
+                                      "for the pose crops)")
+    detect: float = Field(0.0, description="person detection without its decode (letterbox, detector run, "
+                                           "NMS); 0 when a bbox was given or detect=false")
+    preprocess: float = Field(description="crops and normalisation for the pose model (without the decode)")
     inference: float = Field(description="waiting for a session + the pose model's run (all persons, "
                                          "one batch)")
     postprocess: float
@@ -144,5 +151,6 @@ class CompareResponse(BaseModel):
     image: ImageSize
     persons_detected: int | None = Field(
         None, description="people the detector found (detected once; every model runs on the same boxes)")
-    results: list[PoseResponse] = Field(description="one result per served model (heatmaps omitted)")
+    results: list[PoseResponse] = Field(description="one result per compared model, in the order asked "
+                                                    "(heatmaps only with heatmaps=png|array)")
     total_ms: float

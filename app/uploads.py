@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import HTTPException
@@ -48,6 +49,7 @@ class Upload:
         self.large = self.cost > large_pixels
         self._decoded: tuple[Image.Image, float] | None = None
         self._lock = threading.Lock()
+        self.decode_s = 0.0  # time spent decoding pixels so far, every use together (timing_ms)
 
     @property
     def decoded(self) -> bool:
@@ -59,11 +61,15 @@ class Upload:
 
         The shared image is never drawn on or modified: callers copy before drawing.
         """
+        start = time.perf_counter()
         if self._decoded is None and self.format in JPEG_FORMATS and not self.large:
-            return load_rgb(reopen(self.data), max_reduction, self.max_side)
+            decoded = load_rgb(reopen(self.data), max_reduction, self.max_side)
+            self.decode_s += time.perf_counter() - start
+            return decoded
         with self._lock:  # one decode, whoever asks first
             if self._decoded is None:
                 self._decoded = load_rgb(reopen(self.data), 1.0, self.max_side)
+                self.decode_s += time.perf_counter() - start
             return self._decoded
 
 

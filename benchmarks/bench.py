@@ -365,7 +365,7 @@ def report(results: list[ModelResult], images: dict[str, bytes], floor: float, d
             rows.append([r.id, label, ms(total), *(f"{ms(p)} ({100 * p / total:.0f}%)" for p in [*parts, rest])])
     lines += table(["model", "image", "HTTP p50", "inference (bare ORT)", "decode + crop + normalise",
                     "HTTP round-trip floor (GET /healthz)", "the rest"], rows)
-    keys = ("decode", "preprocess", "inference", "postprocess", "total")
+    keys = ("read", "decode", "detect", "preprocess", "inference", "postprocess", "total")
     lines += ["", "## The service's own `timing_ms` (median, photo, heatmaps=none)", "",
               "decode = upload read + header checks; preprocess = pixel decode, crop, normalise (on the "
               "inference thread); inference = waiting for a session + the run; total = inside the handler.", ""]

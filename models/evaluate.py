@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from models.data import LSP_TEST, data_dir, load_lsp
-from models.keypoints import LSP_KEYPOINT_NAMES, LSP_TO_COCO, NUM_LSP_KEYPOINTS, TORSO, JointSet
+from models.keypoints import COCO_KEYPOINT_NAMES, LSP_KEYPOINT_NAMES, LSP_TO_COCO, NUM_LSP_KEYPOINTS, TORSO, JointSet
 from models.manifest import PoseManifest, load_manifest
 from models.metrics import pck, pck_summary
 from models.runtime import create_session
@@ -58,12 +59,49 @@ class Runner:
 
 @dataclass
 class Person:
-    """One evaluated person: photo, box (x, y, w, h), LSP-order joints (14, 2) and mask."""
+    """One evaluated person: photo, box (x, y, w, h), LSP-order joints (14, 2) and mask;
+    ``split``: where the photo comes from (coco_dev: COCO's val2017 or train2017)."""
 
     path: str
     box: tuple[float, float, float, float]
     joints: np.ndarray
     valid: np.ndarray
+    split: str = ""
+
+
+PEERS_DIR = Path(os.environ.get("POSE_PEERS_DIR", Path(__file__).resolve().parents[2] / "shared" / "peers"))
+
+
+def movenet_runner(path: Path | None = None) -> Runner:
+    """MoveNet SinglePose Lightning (``../shared/peers``), a yardstick measured through the
+    very same crops and PCK as our models: a uint8 192×192 RGB square in, COCO-17
+    (y, x, score) out, batch fixed at 1. Never served or shipped."""
+    from models.runtime import create_session
+
+    path = path or PEERS_DIR / "movenet_lightning.onnx"
+    if not path.exists():
+        raise FileNotFoundError(f"no MoveNet peer at {path} (set POSE_PEERS_DIR)")
+    session = create_session(path, threads=1)
+    name = session.get_inputs()[0].name
+
+    def outputs(batch: np.ndarray) -> dict[str, np.ndarray]:
+        pixels = np.clip(np.round(batch.transpose(0, 2, 3, 1)), 0, 255).astype(np.uint8)
+        yxs = np.concatenate([session.run(None, {name: p[None]})[0][0, 0] for p in pixels])
+        yxs = yxs.reshape(len(pixels), -1, 3)
+        return {"keypoints": yxs[..., 1::-1], "scores": yxs[..., 2]}
+
+    return Runner(lambda batch: outputs(batch)["keypoints"][:, None], 192, (0.0, 0.0, 0.0),
+                  (1 / 255, 1 / 255, 1 / 255), 1.25, outputs, COCO_KEYPOINT_NAMES)
+
+
+def lsp_joints(names: tuple[str, ...], stage_kp: np.ndarray) -> np.ndarray:
+    """(..., K, 2) keypoints of a model with joints ``names`` → the 14 LSP joints (..., 14, 2);
+    a joint the model lacks (MoveNet's neck) lands far away and never counts as a hit."""
+    out = np.full((*stage_kp.shape[:-2], NUM_LSP_KEYPOINTS, 2), -1e6)
+    for i, name in enumerate(LSP_KEYPOINT_NAMES):
+        if name in names:
+            out[..., i, :] = stage_kp[..., names.index(name), :]
+    return out
 
 
 def accuracy_summary(lsp: dict, coco: dict | None = None) -> dict:
@@ -127,13 +165,14 @@ def coco_dev_people(data: str | None = None, aspect_kept_only: bool = True) -> l
         for lsp, c in LSP_TO_COCO.items():
             joints[lsp], valid[lsp] = kp[c, :2], kp[c, 2] > 0
         if valid[list(TORSO)].all():
-            people.append(Person(str(root / "images" / im["file_name"]), tuple(ann["bbox"]), joints, valid))
+            people.append(Person(str(root / "images" / im["file_name"]), tuple(ann["bbox"]), joints, valid,
+                                 im.get("coco_split", "")))
     return people
 
 
 def predict(runner: Runner, people: list[Person], batch: int = 50) -> np.ndarray:
     """(N, T, 14, 2) stage keypoints in image pixels, through the serving crop: the LSP
-    joints, which every model predicts first (PCK is measured on them)."""
+    joints (PCK is measured on them)."""
     preds = []
     for start in range(0, len(people), batch):
         crops, boxes = [], []
@@ -142,7 +181,7 @@ def predict(runner: Runner, people: list[Person], batch: int = 50) -> np.ndarray
                 crop, box = runner.crop(img.convert("RGB"), p.box)
             crops.append(crop)
             boxes.append(box)
-        stage_kp = runner.run(runner.batch(crops))[:, :, :NUM_LSP_KEYPOINTS]
+        stage_kp = lsp_joints(runner.keypoints, runner.run(runner.batch(crops)))
         preds.append(np.stack([[box.to_image(stage_kp[i, t]) for t in range(stage_kp.shape[1])]
                                for i, box in enumerate(boxes)]))
     return np.concatenate(preds)
@@ -151,6 +190,7 @@ def predict(runner: Runner, people: list[Person], batch: int = 50) -> np.ndarray
 def score(model_id: str, source: str, dataset: str, pred: np.ndarray, people: list[Person]) -> dict:
     gt, valid = np.stack([p.joints for p in people]), np.stack([p.valid for p in people])
     final = pred[:, -1]
+    body = np.isin(np.arange(valid.shape[1]), list(LSP_TO_COCO))
     mean20, per_joint = pck_summary(final, gt, valid, 0.2)
     curve = []
     for a in THRESHOLDS:
@@ -161,6 +201,8 @@ def score(model_id: str, source: str, dataset: str, pred: np.ndarray, people: li
         "model": model_id, "source": source, "dataset": dataset,
         "pck@0.2": round(mean20, 4),
         "pck@0.1": round(pck_summary(final, gt, valid, 0.1)[0], 4),
+        # the 12 body joints LSP and COCO share: comparable with COCO-trained peers (no neck, head top)
+        "pck@0.2_body12": round(pck_summary(final, gt, valid & body, 0.2)[0], 4),
         "per_joint_pck@0.2": {n: round(float(v), 4) for n, v, m in zip(LSP_KEYPOINT_NAMES, per_joint, labelled) if m},
         "per_stage_pck@0.2": [round(pck_summary(pred[:, t], gt, valid, 0.2)[0], 4)
                               for t in range(pred.shape[1])],
@@ -189,19 +231,29 @@ def evaluate_coco(model_id: str, data: str | None = None, onnx_path: Path | None
     """PCK over the 12 shared joints on coco_dev's people (everyday photos)."""
     runner = runner or runner_for(onnx_path, checkpoint)
     people = coco_dev_people(data)
-    return score(model_id, str(onnx_path or checkpoint),
-                 f"coco_dev: {len(people)} people with labelled torso in the {len({p.path for p in people})} "
-                 "photos kept at original aspect ratio, COCO person box, 12 joints shared with LSP",
-                 predict(runner, people), people)
+    pred = predict(runner, people)
+    result = score(model_id, str(onnx_path or checkpoint),
+                   f"coco_dev: {len(people)} people with labelled torso in the {len({p.path for p in people})} "
+                   "photos kept at original aspect ratio, COCO person box, 12 joints shared with LSP",
+                   pred, people)
+    # COCO-trained peers (MoveNet: train2017) have seen the train2017 photos: report both.
+    result["pck@0.2_by_split"] = {}
+    for split in sorted({p.split for p in people if p.split}):
+        rows = [i for i, p in enumerate(people) if p.split == split]
+        gt, valid = np.stack([people[i].joints for i in rows]), np.stack([people[i].valid for i in rows])
+        result["pck@0.2_by_split"][split] = round(pck_summary(pred[rows, -1], gt, valid, 0.2)[0], 4)
+    return result
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from models.architectures import ARCHITECTURES
 
-    p.add_argument("--model", required=True, choices=sorted(ARCHITECTURES))
+    p.add_argument("--model", choices=sorted(ARCHITECTURES), help="the architecture (not with --peer)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--onnx", type=Path, help="an exported model (what the service runs)")
     src.add_argument("--checkpoint", type=Path, help="a PyTorch training checkpoint")
+    src.add_argument("--peer", choices=("movenet",),
+                     help="a peer from ../shared/peers (POSE_PEERS_DIR), through the same crops and PCK")
     p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N LSP test images")
     p.add_argument("--coco", action="store_true", help="also PCK on coco_dev's everyday photos")
@@ -213,7 +265,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     """Prints the result; ``poseserve release`` is what records it in a manifest."""
-    runner = runner_for(args.onnx, args.checkpoint, args.flip_test, args.refine)
+    if args.peer:
+        runner, args.model = movenet_runner(), "movenet-lightning"
+    elif not args.model:
+        raise SystemExit("poseserve eval: --model is required with --onnx or --checkpoint")
+    else:
+        runner = runner_for(args.onnx, args.checkpoint, args.flip_test, args.refine)
     if args.crop_margin:
         runner.crop_margin = args.crop_margin
     result = {"lsp": evaluate(args.model, args.data, args.onnx, args.checkpoint, args.limit, runner)}

@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 
 from models.detection import Detection, Detector, iou
-from models.evaluate import Runner, lsp_test_people, onnx_runner
-from models.keypoints import COCO_KEYPOINT_NAMES, LSP_TO_COCO, NUM_LSP_KEYPOINTS, coco_indices
+from models.evaluate import Runner, lsp_joints, lsp_test_people, movenet_runner, onnx_runner
+from models.keypoints import COCO_KEYPOINT_NAMES, LSP_TO_COCO, coco_indices
 from models.manifest import DetectorManifest, load_manifest
 from models.metrics import pck_summary
 from models.transforms import person_box
@@ -66,7 +66,7 @@ def evaluate_lsp(detector: Detector, runner: Runner, data: str | None, limit: in
         best_ious.append(max(ious, default=0.0))
         found.append(best >= 0 and ious[best] >= 0.5)
         boxes = [d.as_xywh() for d in dets] + [truth]  # the true box rides in the same batch
-        kp = pose_all(runner, img, boxes)[0][:, :NUM_LSP_KEYPOINTS]
+        kp = lsp_joints(runner.keypoints, pose_all(runner, img, boxes)[0])
         true_pred.append(kp[-1])
         # a missed person scores as if nothing had been predicted near them
         matched_pred.append(kp[best] if found[-1] else np.full_like(kp[-1], -1e6))
@@ -172,6 +172,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="only the first N LSP test photos")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     p.add_argument("--markdown", type=Path, help="also write a report here (docs/pipeline.md)")
+    p.add_argument("--peer", action="store_true",
+                   help="also MoveNet Lightning from ../shared/peers behind the same detector, as a yardstick")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -180,8 +182,11 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"poseserve eval-pipeline: no model {', '.join(missing)} in {args.model_dir}")
     detector = Detector.load(args.model_dir)
     results = {}
-    for model_id in args.models:
-        runner = onnx_runner(args.model_dir / f"{model_id}.onnx")
+    runners = {m: lambda m=m: onnx_runner(args.model_dir / f"{m}.onnx") for m in args.models}
+    if args.peer:
+        runners["movenet-lightning (peer)"] = movenet_runner
+    for model_id, make_runner in runners.items():
+        runner = make_runner()
         results[model_id] = {
             "lsp_test": evaluate_lsp(detector, runner, args.data, args.limit),
             "coco_dev_all": evaluate_coco(detector, runner, args.data, aspect_kept_only=False),

@@ -5,7 +5,7 @@ import io
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -23,6 +23,9 @@ BBox = Annotated[str | None, Query(
     max_length=200)]
 Stages = Annotated[bool, Query(description="also return the keypoints after every "
                                            "stage/stack/iteration")]
+ModelList = Annotated[str | None, Query(
+    description="comma-separated model ids from GET /models, compared in that order; default: the "
+                "full-precision model of each architecture", max_length=500)]
 HeatmapFormat = Annotated[Literal["png", "array", "none"], Query(
     description="png: one 8-bit PNG per joint; array: floats; none: omit")]
 
@@ -47,13 +50,18 @@ async def estimate_pose(upload: UploadDep, m: ModelDep, reg: RegistryDep, detect
 
 
 @router.post("/compare", response_model=CompareResponse, responses=ERRORS,
-             summary="Run every served architecture on the same people, side by side")
+             summary="Run several models (default: every architecture) on the same people, side by side")
 async def compare(upload: UploadDep, reg: RegistryDep, detect: DetectDep, settings: SettingsDep,
-                  metrics: MetricsDep, bbox: BBox = None, stages: Stages = False) -> Response:
+                  metrics: MetricsDep, bbox: BBox = None, stages: Stages = False, models: ModelList = None,
+                  heatmaps: HeatmapFormat = "none") -> Response:
+    try:
+        chosen = reg.compared(models)
+    except KeyError as exc:
+        raise HTTPException(404, f"unknown model {exc.args[0]!r} in models; available: {sorted(reg.models)}") from None
     t0 = time.perf_counter()
     people = await resolve_people(reg, upload, bbox, detect, settings, metrics)  # detected once
-    results = [await run_pose(m, upload, people, "none", stages, time.perf_counter(), 0.0, settings, metrics)
-               for m in reg.models.values()]
+    results = [await run_pose(m, upload, people, heatmaps, stages, time.perf_counter(), 0.0, settings, metrics)
+               for m in chosen]
     detected = len(people) if detects(bbox, detect) else None
     return json_response(CompareResponse(image={"width": upload.width, "height": upload.height},
                                          persons_detected=detected, results=results,
@@ -62,8 +70,10 @@ async def compare(upload: UploadDep, reg: RegistryDep, detect: DetectDep, settin
 
 @router.post("/render", response_class=Response, responses={
     200: {"content": {"image/png": {}}, "description": "the image (at most POSE_RENDER_MAX_SIDE pixels on its "
-                                                       "long side) with every person's box, score and "
-                                                       "skeleton drawn, a colour each"}, **ERRORS},
+                                                       "long side) with every person's skeleton drawn, "
+                                                       "limbs by side (the person's right red, left "
+                                                       "green, centre blue), and their box and score "
+                                                       "label in a colour each"}, **ERRORS},
     summary="The image with every estimated skeleton drawn on it (PNG)")
 async def render_pose(upload: UploadDep, m: ModelDep, reg: RegistryDep, detect: DetectDep,
                       settings: SettingsDep, metrics: MetricsDep, bbox: BBox = None) -> Response:

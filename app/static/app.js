@@ -3,8 +3,9 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), ctx = canvas.getContext("2d");
 let models = [], file = null, photo = null, box = null, drag = null, result = null, heat = null, sel = 0;
 const COLORS = { right: "#e63c3c", left: "#3cc85a", centre: "#468cff" };
-// One colour per person, as /pose/render draws them; the selected person is drawn by side instead.
-const PALETTE = ["#e63c3c", "#3cc85a", "#468cff", "#ffbe28", "#c850dc", "#28d2d2", "#ff78a0", "#966e3c", "#a0a0a0", "#78c828"];
+// One outline colour per person, as /pose/render draws them (none of them the limbs' red, green
+// or blue: limbs are coloured by side, the person's right red, left green, centre blue).
+const PALETTE = ["#ffc800", "#00c8dc", "#dc3cdc", "#ff8c00", "#f5f5f5", "#9664ff", "#ff78aa", "#aa783c", "#969696", "#c8c864"];
 
 function el(tag, text) { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; return e; }
 function person() { return result && result.persons.length ? result.persons[Math.min(sel, result.persons.length - 1)] : null; }
@@ -34,7 +35,8 @@ async function loadModels() {
 function fillJoints() {
   const m = models.find((x) => x.id === $("model").value);
   const keep = $("joint").value;
-  $("joint").replaceChildren(...(m ? m.keypoints : []).map((n, i) => {
+  const none = el("option", "none"); none.value = "-1";
+  $("joint").replaceChildren(none, ...(m ? m.keypoints : []).map((n, i) => {
     const o = el("option", n); o.value = String(i); return o;
   }));
   if (m && Number(keep) < m.keypoints.length) $("joint").value = keep;
@@ -94,9 +96,13 @@ function draw() {
     const colour = PALETTE[i % PALETTE.length], mine = p === chosen;
     ctx.strokeStyle = colour; ctx.lineWidth = mine ? 3 : 1.5;
     ctx.strokeRect(p.bbox[0] * s, p.bbox[1] * s, p.bbox[2] * s, p.bbox[3] * s);
-    ctx.fillStyle = colour; ctx.font = "13px system-ui";
-    ctx.fillText(`${i + 1}${p.score == null ? "" : " " + p.score.toFixed(2)}`, p.bbox[0] * s + 3, p.bbox[1] * s + 14);
-    drawSkeleton(m, currentKeypoints(p), mine ? null : colour, s);
+    drawSkeleton(m, currentKeypoints(p), null, s);
+    // the label on a backing of the person's colour: readable on any photo
+    const label = `${i + 1}${p.score == null ? "" : " " + p.score.toFixed(2)}`;
+    ctx.font = "bold 13px system-ui";
+    const tw = ctx.measureText(label).width;
+    ctx.fillStyle = colour; ctx.fillRect(p.bbox[0] * s, p.bbox[1] * s, tw + 8, 18);
+    ctx.fillStyle = "#000"; ctx.fillText(label, p.bbox[0] * s + 4, p.bbox[1] * s + 14);
   });
 }
 
@@ -115,7 +121,8 @@ async function post(url) {
 
 function showTable(p) {
   const rows = [["joint", "x", "y", "score"]].concat(p ? p.keypoints.map((k) =>
-    [k.name, k.x.toFixed(1), k.y.toFixed(1), k.score == null ? "–" : k.score.toFixed(3)]) : []);
+    [k.in_image === false ? `${k.name} (outside the image)` : k.name, k.x.toFixed(1), k.y.toFixed(1),
+     k.score == null ? "–" : k.score.toFixed(3)]) : []);
   $("kp").replaceChildren(...rows.map((cells, i) => {
     const tr = el("tr"); cells.forEach((c) => tr.appendChild(el(i ? "td" : "th", c))); return tr;
   }));
@@ -150,11 +157,13 @@ async function run() {
         const n = r.persons.length && r.persons[0].stages ? r.persons[0].stages.length : 1;
         $("stageSlider").max = n; $("stageSlider").value = n; draw();
         const fig = el("figure"), im = new Image();
-        im.src = canvas.toDataURL(); im.style.width = "260px";
+        im.src = canvas.toDataURL(); im.alt = r.model; im.title = "click to enlarge";
+        fig.onclick = () => fig.classList.toggle("enlarged");
         fig.append(im, el("figcaption", `${r.model} · ${r.timing_ms.inference.toFixed(1)} ms`));
         $("compare").appendChild(fig);
       }
-      result = null; draw();
+      // the main picture keeps the first model's skeletons
+      result = res.results[0] || null; sel = 0; if (result) { showPersons(); await selectPerson(); } else draw();
       const found = res.persons_detected == null ? "" : `, ${res.persons_detected} person(s)`;
       $("status").textContent = `compared ${res.results.length} models in ${res.total_ms.toFixed(0)} ms${found}`;
       $("compare").dataset.done = String(res.results.length);
@@ -199,10 +208,17 @@ $("joint").onchange = async () => { await loadHeat(); draw(); };
 $("model").addEventListener("change", fillJoints);
 $("person").onchange = async () => { sel = Number($("person").value); await selectPerson(); };
 $("stageSlider").oninput = () => { $("stageLabel").textContent = `${$("stageSlider").value} of ${$("stageSlider").max}`; draw(); };
-canvas.onmousedown = (e) => { if (!photo) return; const s = scale(); drag = { x: e.offsetX / s, y: e.offsetY / s }; };
-canvas.onmousemove = (e) => {
-  if (!drag) return; const s = scale(), x = e.offsetX / s, y = e.offsetY / s;
+// A point under the pointer in image pixels. The canvas may be shown smaller than its
+// internal size (CSS max-width on a narrow window), so go through its on-screen rectangle.
+function imagePoint(e) {
+  const r = canvas.getBoundingClientRect(), s = scale();
+  return { x: (e.clientX - r.left) * (canvas.width / r.width) / s, y: (e.clientY - r.top) * (canvas.height / r.height) / s };
+}
+// Pointer events: mouse, touch and pen alike.
+canvas.onpointerdown = (e) => { if (!photo) return; canvas.setPointerCapture(e.pointerId); drag = imagePoint(e); };
+canvas.onpointermove = (e) => {
+  if (!drag) return; const { x, y } = imagePoint(e);
   box = { x: Math.min(drag.x, x), y: Math.min(drag.y, y), w: Math.abs(x - drag.x), h: Math.abs(y - drag.y) }; draw();
 };
-canvas.onmouseup = () => { drag = null; };
+canvas.onpointerup = canvas.onpointercancel = () => { drag = null; };
 loadModels();

@@ -46,7 +46,8 @@ def test_pose_returns_19_named_keypoints_inside_the_crop(client, model):
     scores = [k["score"] for k in body["keypoints"]]
     assert all(s is None for s in scores) if model in ("deeppose", "ief") else all(
         isinstance(s, float) for s in scores)
-    assert set(body["timing_ms"]) == {"decode", "detect", "preprocess", "inference", "postprocess", "total"}
+    assert set(body["timing_ms"]) == {"read", "decode", "detect", "preprocess", "inference", "postprocess", "total"}
+    assert body["timing_ms"]["decode"] > 0, "the JPEG's pixels were decoded for the crop"
     assert body["persons"][0]["score"] is None and body["persons"][0]["bbox"] == [20, 30, 60, 100]
     assert body["persons"][0]["keypoints"] == body["keypoints"] and body["timing_ms"]["detect"] == 0
 
@@ -381,3 +382,28 @@ def test_an_option_sent_as_a_form_field_is_422_not_ignored(client):
     (error,) = r.json()["detail"]
     assert error["loc"] == ["body", "model"] and "query string" in error["msg"]
     assert post(client, image_bytes(), model="cpm", detect="false").status_code == 200
+
+
+def test_each_keypoint_says_whether_it_lies_inside_the_image(client):
+    """A box at the image's corner makes a crop that reaches beyond the image, so the
+    (random-weight) model places some joints outside it: those say in_image=false."""
+    body = post(client, image_bytes(size=(120, 160)), model="hourglass", heatmaps="none",
+                bbox="0,0,40,60", stages="true").json()
+    points = body["keypoints"] + [k for s in body["stages"] for k in s["keypoints"]]
+    for k in points:
+        assert k["in_image"] == (0 <= k["x"] <= 120 and 0 <= k["y"] <= 160), k
+    assert any(not k["in_image"] for k in points) and any(k["in_image"] for k in points)
+
+
+def test_compare_runs_the_models_asked_in_order_with_heatmaps_when_asked(client):
+    files = {"image": ("p.png", image_bytes("PNG"), "image/png")}
+    r = client.post("/pose/compare", params={"models": "tompson,cpm", "bbox": "10,10,60,100", "heatmaps": "png"},
+                    files=files)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["model"] for x in results] == ["tompson", "cpm"]
+    assert all(len(x["heatmaps"]["maps_png"]) == 19 for x in results)
+    r = client.post("/pose/compare", params={"models": "cpm,nope", "bbox": "10,10,60,100"}, files=files)
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    r = client.post("/pose/compare", params={"heatmaps": "jpeg", "bbox": "10,10,60,100"}, files=files)
+    assert r.status_code == 422

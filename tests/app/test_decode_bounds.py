@@ -57,8 +57,10 @@ def test_the_pixel_budget_is_weighted_by_mode():
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_decodes_are_bounded_on_the_long_side(fmt):
+    """At most max_side, and not much less: an integer reduce alone would give 1000 / 4 = 250
+    for 256 (and 3000 / 2 = 1500 for 2048)."""
     img = decode_image(image_bytes(fmt, (1000, 400)), 10**7, max_side=256)
-    assert max(img.size) <= 256 and img.mode == "RGB"
+    assert max(img.size) == 256 and img.mode == "RGB"
     assert abs(img.size[0] / img.size[1] - 2.5) < 0.05  # aspect kept
 
 
@@ -245,3 +247,16 @@ def test_a_48_megapixel_photo_is_answered_through_the_api(model_dir):
     assert r.status_code == 200, r.text
     assert r.json()["image"] == {"width": 8000, "height": 6000}
     assert elapsed < 3.0  # well under a second on an idle machine; slack for a busy CI
+
+
+def test_a_render_of_a_large_photo_comes_back_at_the_documented_limit(model_dir):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    with TestClient(create_app(Settings(model_dir=model_dir, pool_size=1, intra_op_threads=1))) as c:
+        r = c.post("/pose/render", params={"detect": "false", "model": "cpm"},
+                   files={"image": ("big.jpg", flat_jpeg((6000, 4500)), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(r.content)).size == (2048, 1536)

@@ -80,6 +80,11 @@ def test_render_draws_every_person(client):
     plain = np.asarray(Image.open(TWO_PLAYERS).convert("RGB"), np.int16)
     changed = np.abs(drawn - plain).sum(2) > 120
     assert changed[:, :130].sum() > 100 and changed[:, 170:].sum() > 100  # both halves drawn on
+    # each player's limbs by side: the right-side red and the left-side green on both halves
+    red = (drawn[..., 0] > 200) & (drawn[..., 1] < 90) & (drawn[..., 2] < 90)
+    green = (drawn[..., 0] < 90) & (drawn[..., 1] > 170) & (drawn[..., 2] < 120)
+    for half in (slice(0, 130), slice(170, None)):
+        assert red[:, half].sum() > 10 and green[:, half].sum() > 10
 
 
 def test_every_person_goes_through_the_pose_model_in_one_batched_run(client):

@@ -147,3 +147,18 @@ def test_a_malformed_manifest_costs_that_model_alone(model_dir, tmp_path, edit, 
         failed = listing["unavailable"]["cpm"]
         assert failed.startswith("invalid manifest") and reason in failed
         assert "/etc" not in failed and str(tmp_path) not in failed
+
+
+def test_compare_defaults_to_the_full_precision_model_of_each_architecture():
+    from types import SimpleNamespace
+
+    from app.registry import Registry
+
+    def model(variant):
+        return SimpleNamespace(manifest=SimpleNamespace(variant=variant))
+
+    reg = Registry(models={"cpm": model(None), "cpm-int8": model("int8"), "hourglass": model(None)})
+    assert reg.compared(None) == [reg.models["cpm"], reg.models["hourglass"]]
+    assert reg.compared("cpm-int8, cpm") == [reg.models["cpm-int8"], reg.models["cpm"]]
+    with pytest.raises(KeyError):
+        reg.compared("cpm,tompson")

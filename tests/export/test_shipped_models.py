@@ -119,7 +119,8 @@ def test_the_coco_array_of_an_lsp_only_model_leaves_the_face_empty():
     from models.keypoints import COCO_KEYPOINT_NAMES, LSP_KEYPOINT_NAMES
 
     model = SimpleNamespace(manifest=SimpleNamespace(keypoints=list(LSP_KEYPOINT_NAMES)))
-    points = [Keypoint(id=i, name=n, x=10.0 + i, y=20.0 + i, score=0.5) for i, n in enumerate(LSP_KEYPOINT_NAMES)]
+    points = [Keypoint(id=i, name=n, x=10.0 + i, y=20.0 + i, in_image=True, score=0.5)
+              for i, n in enumerate(LSP_KEYPOINT_NAMES)]
     coco = coco_keypoints(model, points)
     assert len(coco) == 51 and coco[:15] == [0.0] * 15  # nose, eyes, ears
     right_ankle = COCO_KEYPOINT_NAMES.index("right_ankle")

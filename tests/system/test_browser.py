@@ -70,7 +70,7 @@ def test_upload_shows_skeleton_heatmap_and_stages(server, browser, tmp_path):
     wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-drawn") == "hourglass")
     after = canvas_colour_counts(browser)
     assert after["red"] > before["red"] + 20 and after["green"] > before["green"] + 20, (before, after)
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#kp tr")) == 15  # header + 14 joints
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#kp tr")) == 20  # header + 19 joints
     people = len(browser.find_elements(By.CSS_SELECTOR, "#person option"))
     assert people >= 1 and "person(s)" in browser.find_element(By.ID, "status").text
     # heatmap overlay for one joint
@@ -133,3 +133,37 @@ def test_the_demo_page_runs_under_its_csp(server, browser):
     browser.get(url + "/")
     WebDriverWait(browser, 20).until(lambda d: len(Select(d.find_element(By.ID, "model")).options) >= 2)
     assert csp_violations(browser) == []
+
+
+@pytest.mark.parametrize("width", [390, 1024])
+def test_the_page_fits_the_window_and_a_dragged_box_lands_under_the_pointer(server, browser, tmp_path, width):
+    """On a phone (390 px) and a small laptop window (1024 px) the page needs no sideways
+    scrolling, and a box dragged on the shrunk picture is the box under the pointer, in
+    image pixels (the picture is drawn smaller than the canvas's own size there)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server
+    if not LSP_PHOTO.exists():
+        pytest.skip("needs a real photo with people (../shared datasets)")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(LSP_PHOTO.read_bytes())
+    browser.set_window_size(width, 900)
+    browser.get(url + "/")
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "run").is_enabled())
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    canvas = browser.find_element(By.ID, "canvas")
+    shown_w, shown_h, internal_w, photo_w, photo_h = browser.execute_script(
+        "const c = document.getElementById('canvas'), r = c.getBoundingClientRect();"
+        "return [r.width, r.height, c.width, photo.width, photo.height];")
+    assert shown_w < internal_w, "the picture should be drawn shrunk at this width"
+    # drag from a quarter to three quarters of the shown picture (offsets from its centre)
+    (ActionChains(browser).move_to_element_with_offset(canvas, -shown_w / 4, -shown_h / 4).click_and_hold()
+     .move_to_element_with_offset(canvas, shown_w / 4, shown_h / 4).release().perform())
+    box = browser.execute_script("return box")
+    assert box["x"] == pytest.approx(photo_w / 4, abs=0.02 * photo_w)
+    assert box["y"] == pytest.approx(photo_h / 4, abs=0.02 * photo_h)
+    assert box["w"] == pytest.approx(photo_w / 2, abs=0.02 * photo_w)
+    assert box["h"] == pytest.approx(photo_h / 2, abs=0.02 * photo_h)
