@@ -230,7 +230,7 @@ async def resolve_people(reg: Registry, upload: Upload, bbox: str | None, params
 
 async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heatmaps: str, stages: bool,
                    t0: float, detect_s: float, settings: Settings, metrics: Metrics) -> PoseResponse:
-    """Every person's crop through the pose model in one batched run; keypoints in image pixels."""
+    """Every person's crop through the pose model in batched runs; keypoints in image pixels."""
     t1 = time.perf_counter()
     image = {"width": upload.width, "height": upload.height}
     decoded_before = upload.decode_s  # pixel decoding so far: the detector's (and a large image's)
@@ -241,13 +241,20 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
                                              detect=_ms(max(detect_s - decoded_before, 0.0)), preprocess=0,
                                              inference=0, postprocess=0, total=_ms(t1 - t0)))
     boxes = [crop_for(m, p) for p in people]
-    # One person may join a micro-batch; a group is already a batch and goes straight to the pool.
+    # One person may join a micro-batch; a group is already a batch and goes straight to the pool,
+    # in runs of at most ``max_batch`` crops: activation memory grows with the batch, and a
+    # crowded photo must not decide the server's peak.
     runner = m.runner if len(boxes) == 1 else m.pool
-    # The pixels are decoded on the session's worker thread, right before inference.
-    outputs, prepare_s, _ = await run_on(runner, m.id, lambda: {"image": preprocess(m, upload, boxes)},
-                                         settings, metrics)
+    chunks, prepare_s = [], 0.0
+    for start in range(0, len(boxes), settings.max_batch):
+        part = boxes[start:start + settings.max_batch]
+        # The pixels are decoded on the session's worker thread, right before inference.
+        outputs, prep, _ = await run_on(runner, m.id, lambda part=part: {"image": preprocess(m, upload, part)},
+                                        settings, metrics)
+        chunks.append(outputs)
+        prepare_s += prep
     t2 = time.perf_counter()
-    out = dict(zip(m.output_names, outputs))
+    out = dict(zip(m.output_names, (np.concatenate(parts) for parts in zip(*chunks))))
     size = (upload.width, upload.height)
     persons = []
     for i, (p, box) in enumerate(zip(people, boxes)):

@@ -141,7 +141,7 @@ def verify(manifest_path: Path, settings: Settings) -> tuple[Artifact, Path, lis
 def open_sessions(manifest: Artifact, onnx_path: Path, providers: list[str], settings: Settings) -> list:
     pool_size, threads = settings.threads_and_pool()
     try:
-        sessions = [create_session(onnx_path, threads, providers) for _ in range(pool_size)]
+        sessions = [create_session(onnx_path, threads, providers, settings.cpu_arena) for _ in range(pool_size)]
     except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
         log.error("onnxruntime could not load %s: %s", onnx_path, exc)
         raise ModelLoadError(f"onnxruntime could not load {manifest.onnx}") from None

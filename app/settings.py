@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     max_connections: int = Field(256, ge=1, description="concurrent connections; beyond it uvicorn answers 503")
     allow_empty_model_dir: bool = Field(False, description="start even when the model directory is missing "
                                                            "or serves nothing (development only)")
+    cpu_arena: bool = Field(False, description="onnxruntime's CPU memory arena: it grows to the largest "
+                                                "batch ever run and keeps that memory; off = allocate per run")
+    max_batch: int = Field(8, ge=1, le=64, description="most person crops per pose-model run: a crowded photo "
+                                                       "runs in chunks of this many, bounding activation memory")
     micro_batch: int = Field(0, ge=0, le=64, description="max requests per batched run; 0 or 1 = off")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long a batch waits to fill")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto: CUDA if available")

@@ -9,6 +9,9 @@ Bounded in count and time, loopback only, stops by itself. Scenarios:
    the server's RSS growth meanwhile.
 3. stalled clients: the time after which a connection that stalls in its headers, or in
    its body, is cut off; and a normal request's latency while 50 such clients hang on.
+4. memory: the worst requests the API accepts, one kind after another, on a crowded
+   everyday photo (coco_dev's, from POSE_DATA_DIR; skipped without it): the server's RSS
+   after each round and its peak, so growth after warm-up shows.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import os
 import socket
 import threading
 import time
@@ -61,6 +65,13 @@ def small_jpeg() -> bytes:
     return buf.getvalue()
 
 
+def small_person_jpeg() -> bytes:
+    """A small real photo of a person when the datasets are at hand (so the detector finds
+    someone and the pose model runs too), else the synthetic figure."""
+    photo = Path(os.environ.get("POSE_DATA_DIR", "../shared/datasets")) / "lsp" / "images" / "im1001.jpg"
+    return photo.read_bytes() if photo.exists() else small_jpeg()
+
+
 def rgba_png(side: int) -> bytes:
     """A flat RGBA PNG with a figure: cheap to send (~100s of KB), costly to decode."""
     img = Image.new("RGBA", (side, side), (40, 60, 80, 255))
@@ -94,15 +105,15 @@ class RssSampler:
         return max(self.samples) - self.samples[0]
 
 
-def burst(port: int, n: int) -> dict:
-    data = small_jpeg()
+def burst(port: int, n: int, query: str = SMALL_QUERY, data: bytes | None = None) -> dict:
+    data = data or small_jpeg()
     barrier = threading.Barrier(n)
     results: list[tuple[int, float]] = []
     lock = threading.Lock()
 
     def one() -> None:
         barrier.wait()
-        r = post(port, SMALL_QUERY, data, "image/jpeg")
+        r = post(port, query, data, "image/jpeg")
         with lock:
             results.append(r)
 
@@ -113,7 +124,7 @@ def burst(port: int, n: int) -> dict:
     for t in threads:
         t.join()
     statuses = [s for s, _ in results]
-    return {"requests": n, "ok": statuses.count(200),
+    return {"requests": n, "query": query, "ok": statuses.count(200),
             "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
             "wall_s": round(time.perf_counter() - start, 2),
             "max_latency_s": round(max(t for _, t in results), 2)}
@@ -195,8 +206,66 @@ def stalled(port: int, hangers: int) -> dict:
             "normal_p50_s_while_hanging": round(float(np.median([t for _, t in lat])), 3)}
 
 
+CROWD_PHOTO = "coco_dev/images/000000005001.jpg"  # 13 annotated people, 640×480
+MEMORY_CASES = (  # (label, path and query, concurrent requests)
+    ("compare, every model", "/pose/compare?heatmaps=none", 1),
+    ("compare, up to 50 people at score ≥ 0.05", "/pose/compare?heatmaps=none&max_persons=50&min_person_score=0.05", 1),
+    ("pose, 50 people, heatmaps=array, stages=true",
+     "/pose?heatmaps=array&stages=true&max_persons=50&min_person_score=0.05", 1),
+    ("compare, 50 people, 4 at once", "/pose/compare?heatmaps=png&max_persons=50&min_person_score=0.05", 4),
+)
+
+
+def memory(port: int, pid: int, photo: bytes, rounds: int = 3) -> dict:
+    """RSS after each round of each worst case (and the peak while it ran)."""
+    cases = []
+    start = rss_mb(pid)
+    for label, path, concurrent in MEMORY_CASES:
+        after, statuses = [], []
+        with RssSampler(pid) as rss:
+            for _ in range(rounds):
+                threads = [threading.Thread(target=lambda: statuses.append(post(port, path, photo, "image/jpeg")[0]))
+                           for _ in range(concurrent)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                after.append(round(rss_mb(pid)))
+        cases.append({"case": label, "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+                      "rss_after_each_round_mb": after, "peak_mb": round(max(rss.samples))})
+    return {"photo": CROWD_PHOTO, "rss_at_start_mb": round(start), "cases": cases,
+            "peak_mb": max(c["peak_mb"] for c in cases),
+            "growth_after_first_round_mb": max(c["rss_after_each_round_mb"][-1] for c in cases)
+            - cases[0]["rss_after_each_round_mb"][0]}
+
+
 def markdown(r: dict, command: str) -> str:
     b, s = r["burst"], r["stalled"]
+    d = r.get("burst_default_path")
+    default_burst = "" if d is None else (
+        f"\n\nThe same burst on the default path (`{d['query']}`: each request runs the detector, then "
+        f"the pose model): **{d['ok']} of {d['requests']} answered 200** (statuses {d['statuses']}) in "
+        f"{d['wall_s']} s, the slowest after {d['max_latency_s']} s.")
+    mem = r.get("memory")
+    memory_rows = "" if mem is None else "\n".join(
+        f"| {c['case']} | {c['statuses']} | {' → '.join(str(v) for v in c['rss_after_each_round_mb'])} | {c['peak_mb']} |"
+        for c in mem["cases"])
+    memory_section = "" if mem is None else f"""
+## Memory
+
+The worst requests the API accepts, on a crowded everyday photo (`{mem['photo']}`, 13
+annotated people), each case three rounds, one after another on the same server. RSS at
+start {mem['rss_at_start_mb']} MB; **peak {mem['peak_mb']} MB**; RSS after the last round minus after
+the first round of the first case: {mem['growth_after_first_round_mb']} MB.
+
+| case | statuses | RSS after each round MB | peak MB |
+|---|---|---|---|
+{{memory_rows}}
+
+What bounds it: onnxruntime's CPU arena is off (`POSE_CPU_ARENA=false`: activations are
+allocated per run and returned, where the arena kept the largest batch's memory for good),
+and a crowd runs in chunks of `POSE_MAX_BATCH` (8) crops per run.
+""".replace("{memory_rows}", memory_rows)
     rows = "\n".join(
         f"| {e['image']} | {e['single_status']} | {e['single_latency_s']} | {e['cpu_s_per_request']} | "
         f"{e['rss_growth_per_request_mb']} | {e['attack_statuses']} | {e['normal_p50_s']} / {e['normal_max_s']} "
@@ -210,7 +279,7 @@ def markdown(r: dict, command: str) -> str:
 
 {b['requests']} small requests (96×128 JPEG, `detect=false`, `heatmaps=none`) released at
 once, each on its own connection: **{b['ok']} of {b['requests']} answered 200**
-(statuses {b['statuses']}), all done in {b['wall_s']} s, the slowest after {b['max_latency_s']} s.
+(statuses {b['statuses']}), all done in {b['wall_s']} s, the slowest after {b['max_latency_s']} s.{default_burst}
 
 ## Expensive images
 
@@ -243,12 +312,13 @@ With {s['hanging_clients']} such clients hanging at once, normal requests were a
 `POSE_HEADER_TIMEOUT_S` and `POSE_READ_TIMEOUT_S` (10 s each); a body that keeps dripping is
 cut at `POSE_BODY_TIMEOUT_S` (120 s; tested, not stressed here: it would take two minutes).
 Before, such connections stayed open indefinitely; a burst of 200 got 158 answers of 503.
-"""
+{memory_section}"""
 
 
 def write(out: str, result: dict, args: argparse.Namespace) -> None:
     Path(out).write_text(markdown(result, "poseserve stress " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("burst", "hangers"))))
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("burst", "hangers"))
+        + f" --out {out}"))
     Path(out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
 
 
@@ -259,6 +329,8 @@ def main(args: argparse.Namespace) -> dict:
         result = {"date": dt.date.today().isoformat(), "machine": f"{len(__import__('os').sched_getaffinity(0))} cores",
                   "burst": burst(port, args.burst)}
         print(json.dumps(result["burst"]), flush=True)
+        result["burst_default_path"] = burst(port, args.burst, "/pose?heatmaps=none", small_person_jpeg())
+        print(json.dumps(result["burst_default_path"]), flush=True)
         budget_side = int((40_000_000 * 3 / 4) ** 0.5)  # the largest RGBA square under the default budget
         result["expensive"] = []
         for side in (6324, budget_side):
@@ -266,6 +338,10 @@ def main(args: argparse.Namespace) -> dict:
             print(json.dumps(result["expensive"][-1]), flush=True)
         result["stalled"] = stalled(port, args.hangers)
         print(json.dumps(result["stalled"]), flush=True)
+        photo = Path(os.environ.get("POSE_DATA_DIR", "../shared/datasets")) / CROWD_PHOTO
+        if photo.exists():
+            result["memory"] = memory(port, pid, photo.read_bytes())
+            print(json.dumps(result["memory"]), flush=True)
     finally:
         server.close()
     if args.out:

@@ -24,17 +24,21 @@ def choose_providers(device: str = "cpu") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def create_session(path: Path | str, threads: int = 0, providers: list[str] | None = None):
+def create_session(path: Path | str, threads: int = 0, providers: list[str] | None = None,
+                   cpu_arena: bool = True):
     """An ``InferenceSession`` with full graph optimisation and ``threads`` intra-op threads.
 
     ``threads=0`` lets onnxruntime choose (all cores); inter-op parallelism stays at 1
-    because these graphs are sequential chains.
+    because these graphs are sequential chains. ``cpu_arena=False``: activations are
+    allocated per run and freed after it, instead of in an arena that grows to the
+    largest batch ever seen and never shrinks (the server's choice: bounded memory).
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = cpu_arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings about unused initialisers etc. are noise here
     return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])

@@ -87,7 +87,7 @@ def test_render_draws_every_person(client):
         assert red[:, half].sum() > 10 and green[:, half].sum() > 10
 
 
-def test_every_person_goes_through_the_pose_model_in_one_batched_run(client):
+def test_every_person_goes_through_the_pose_model_in_batched_runs(client):
     from app.metrics import Metrics
     from app.pipeline import PersonBox, run_pose
     from app.uploads import Upload
@@ -115,6 +115,19 @@ def test_every_person_goes_through_the_pose_model_in_one_batched_run(client):
         x, y, w, h = p.box
         assert person.crop[2] == pytest.approx(1.25 * max(w, h))
         assert person.heatmaps is not None and len(person.stages) == 3
+
+    # a crowd runs in chunks of at most max_batch crops, with the same answers person by person
+    runs.clear()
+    m.pool.run = spy
+    try:
+        chunked = asyncio.run(run_pose(m, upload, people, "array", True, 0.0, 0.0,
+                                       settings.model_copy(update={"max_batch": 2}), Metrics()))
+    finally:
+        m.pool.run = real
+    assert runs == [(2, 3, 32, 32), (1, 3, 32, 32)]
+    for a, b in zip(body.persons, chunked.persons):
+        assert [(k.x, k.y) for k in a.keypoints] == pytest.approx([(k.x, k.y) for k in b.keypoints], abs=0.01)
+        assert np.allclose(a.heatmaps.maps, b.heatmaps.maps, atol=1e-3)
 
 
 @pytest.mark.parametrize("params,field", [

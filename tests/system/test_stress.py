@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.bench import Server
-from benchmarks.stress import burst, expensive, rgba_png, stalled
+from benchmarks.stress import CROWD_PHOTO, MEMORY_CASES, burst, expensive, memory, rgba_png, stalled
+from tests.helpers import DATA
 
 pytestmark = pytest.mark.slow
 
@@ -24,5 +25,9 @@ def test_stress_scenarios_hold_on_a_real_server(model_dir):
         for kind in ("headers", "body"):
             assert s[kind]["answer"].startswith("HTTP/1.1 408") and 0.8 < s[kind]["cut_off_after_s"] < 4, s
         assert s["normal_statuses_while_hanging"] == [200] * 5
+        if (DATA / CROWD_PHOTO).exists():
+            m = memory(server.port, server.proc.pid, (DATA / CROWD_PHOTO).read_bytes(), rounds=2)
+            assert all(c["statuses"] == {"200": 2 * n} for c, (_, _, n) in zip(m["cases"], MEMORY_CASES)), m
+            assert m["growth_after_first_round_mb"] < 150, m
     finally:
         server.close()
