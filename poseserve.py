@@ -12,6 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("app.serve", "run the HTTP service (configure with POSE_* variables)"),
+    "predict": ("app.predict", "photos and folders → COCO keypoint results JSON (and renders), no server"),
     "cache": ("models.data", "decode LSP+LSPET+coco_train once into a crop cache (.npz)"),
     "train": ("models.train", "train one architecture on the crop cache (resumable)"),
     "eval": ("models.evaluate", "PCK on the LSP test half (and coco_dev) of an ONNX file or checkpoint"),

@@ -1,0 +1,140 @@
+"""``poseserve predict PATH...``: photos and folders of photos from the command line, no server.
+
+Every image goes through the service's own pipeline (``app.pipeline``: upload checks,
+the detector, every person's crop through the pose model, keypoints in image pixels), so
+an answer here is the answer ``POST /pose`` gives. Results are written as a COCO keypoint
+*results* file (``image_id``, ``category_id``, ``keypoints``, ``score``: what pycocotools'
+``COCO.loadRes`` reads), one entry per person, plus ``file_name``, ``bbox`` and the
+joints by name; ``--render DIR`` also writes each photo with its skeletons drawn.
+Torch-free: it runs on the serving install.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def image_files(paths: list[Path]) -> Iterator[Path]:
+    """The images named, and those in the folders named (recursively, in name order)."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            yield path
+
+
+def image_id(path: Path, index: int) -> int:
+    """COCO's id when the file is named after it (``000000005001.jpg`` → 5001), else its index."""
+    return int(path.stem) if path.stem.isdigit() else index
+
+
+def person_score(detector_score: float | None, keypoint_scores: list[float | None]) -> float:
+    """A person's confidence for COCO AP: the detector's score × the mean joint score (heatmap
+    models; regressors have none), the rule ``poseserve eval-pipeline`` measures with."""
+    joints = [s for s in keypoint_scores if s is not None]
+    return round((1.0 if detector_score is None else detector_score) * (sum(joints) / len(joints) if joints else 1.0), 5)
+
+
+class Progress:
+    """``[i/n] name`` on a terminal, rewritten in place; nothing when stderr is piped."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.on = total, sys.stderr.isatty()
+
+    def __call__(self, i: int, name: str) -> None:
+        if self.on:
+            print(f"\r[{i}/{self.total}] {name[:60]:<60}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.on:
+            print(file=sys.stderr)
+
+
+async def predict(paths: list[Path], args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    from fastapi import HTTPException
+
+    from app.imaging import ImageError
+    from app.metrics import Metrics
+    from app.pipeline import DetectParams, resolve_people, run_pose
+    from app.registry import load_registry
+    from app.render import draw_people, fit_within
+    from app.settings import Settings
+    from app.uploads import Upload
+
+    settings = Settings(**{k: v for k, v in (("model_dir", args.model_dir), ("pool_size", 1)) if v is not None})
+    registry = load_registry(settings)
+    metrics = Metrics()
+    results: list[dict] = []
+    failed: list[str] = []
+    try:
+        model = registry.models.get(args.model or settings.default_model)
+        if model is None:
+            raise SystemExit(f"poseserve predict: no model {args.model!r}; available: {sorted(registry.models)}")
+        files = list(image_files(paths))
+        progress = Progress(len(files))
+        params = DetectParams(not args.no_detect, args.min_person_score, args.max_persons)
+        for index, path in enumerate(files, start=1):
+            progress(index, path.name)
+            try:
+                upload = Upload(path.read_bytes(), settings.max_pixels, settings.decode_max_side,
+                                settings.large_image_pixels)
+                t0 = time.perf_counter()
+                people = await resolve_people(registry, upload, None, params, settings, metrics)
+                answer = await run_pose(model, upload, people, "none", False, t0,
+                                        time.perf_counter() - t0, settings, metrics)
+            except (OSError, ImageError, HTTPException) as exc:
+                detail = getattr(exc, "detail", None) or str(exc)
+                failed.append(f"{path}: {detail}")
+                continue
+            for person in answer.persons:
+                results.append({"image_id": image_id(path, index), "file_name": str(path), "category_id": 1,
+                                "keypoints": person.coco_keypoints, "bbox": person.bbox,
+                                "score": person_score(person.score, [k.score for k in person.keypoints]),
+                                "joints": {k.name: [k.x, k.y, k.score] for k in person.keypoints}})
+            if args.render:
+                args.render.mkdir(parents=True, exist_ok=True)
+                img = fit_within(upload.rgb(max(upload.width, upload.height) / settings.render_max_side)[0],
+                                 settings.render_max_side)
+                drawn = draw_people(img, answer.persons, model.manifest.skeleton, model.manifest.keypoints,
+                                    scale=img.width / upload.width)
+                buf = io.BytesIO()
+                drawn.save(buf, "PNG", compress_level=3)
+                (args.render / f"{path.stem}.png").write_bytes(buf.getvalue())
+        progress.close()
+    finally:
+        registry.close()
+    return results, failed
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", type=Path, help="images and folders of images")
+    p.add_argument("--model", help="pose model id (default: POSE_DEFAULT_MODEL, hourglass)")
+    p.add_argument("--model-dir", type=Path, help="default: POSE_MODEL_DIR or the shipped models")
+    p.add_argument("--out", type=Path, help="COCO keypoint results JSON (default: standard output)")
+    p.add_argument("--render", type=Path, help="also write each photo with its skeletons drawn into this folder")
+    p.add_argument("--min-person-score", type=float, help="lowest detector score kept (default: the detector's)")
+    p.add_argument("--max-persons", type=int, default=10, help="at most this many people per photo")
+    p.add_argument("--no-detect", action="store_true", help="each image is one person (already a person crop)")
+
+
+def main(args: argparse.Namespace) -> None:
+    results, failed = asyncio.run(predict(args.paths, args))
+    text = json.dumps(results, indent=1) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    for line in failed:
+        print(f"poseserve predict: skipped {line}", file=sys.stderr)
+    print(f"poseserve predict: {len(results)} people in {len({r['file_name'] for r in results})} images"
+          + (f", {len(failed)} skipped" if failed else ""), file=sys.stderr)
+    if failed and not results:
+        raise SystemExit(1)

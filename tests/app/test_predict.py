@@ -1,0 +1,63 @@
+"""``poseserve predict``: photos and folders offline, through the service's pipeline."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from PIL import Image
+
+from app.predict import add_arguments, main
+from tests.helpers import DATA, image_bytes
+
+
+def run(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    main(p.parse_args(argv))
+
+
+def test_a_folder_becomes_a_coco_results_file_and_renders(model_dir, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    (photos / "000000000042.jpg").write_bytes(image_bytes(size=(120, 160)))
+    (photos / "sub" / "b.png").write_bytes(image_bytes("PNG", size=(90, 90)))
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    (photos / "notes.txt").write_text("ignored")
+    out, renders = tmp_path / "results.json", tmp_path / "renders"
+    run([str(photos), "--model-dir", str(model_dir), "--model", "cpm", "--no-detect", "--out", str(out),
+         "--render", str(renders)])
+    results = json.loads(out.read_text())
+    assert sorted(r["file_name"].rsplit("/", 1)[1] for r in results) == ["000000000042.jpg", "b.png"]
+    first = next(r for r in results if r["file_name"].endswith("042.jpg"))
+    assert first["image_id"] == 42 and first["category_id"] == 1 and len(first["keypoints"]) == 51
+    assert set(first["joints"]) >= {"nose", "right_ankle", "head_top"} and 0 < first["score"] <= 1
+    assert sorted(p.name for p in renders.iterdir()) == ["000000000042.png", "b.png"]
+    assert Image.open(renders / "b.png").size == (90, 90)
+    err = capsys.readouterr().err
+    assert "skipped" in err and "broken.jpg" in err and "2 people in 2 images, 1 skipped" in err
+
+
+@pytest.mark.skipif(not (DATA / "coco_dev").exists(), reason="../shared coco_dev not present")
+def test_pycocotools_reads_the_results_against_coco_ground_truth(model_dir, tmp_path):
+    """The file is a COCO results file: loadRes accepts it and COCOeval scores it."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt_path = DATA / "coco_dev" / "person_keypoints.json"
+    photo = DATA / "coco_dev" / "images" / "000000005001.jpg"
+    out = tmp_path / "r.json"
+    run([str(photo), "--model-dir", str(model_dir), "--model", "hourglass", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert results and {r["image_id"] for r in results} == {5001}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        ev = COCOeval(gt, gt.loadRes(str(out)), "keypoints")
+        ev.params.imgIds = [5001]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert 0 <= ev.stats[0] <= 1
