@@ -193,17 +193,20 @@ def test_hourglass_with_a_mobilenet_bottom_up_half_keeps_the_output_contract():
         build_model("hourglass", backbone="resnet")
 
 
+@pytest.mark.parametrize("backbone,source", [("mobilenet_v2", "ImageNet"), ("movenet", "MoveNet")])
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_every_architecture_takes_the_pretrained_trunk_and_keeps_its_contract(name):
-    from models.backbone import MobileNetV2Trunk, pretrained_description
+def test_every_architecture_takes_the_pretrained_trunk_and_keeps_its_contract(name, backbone, source):
+    from models.backbone import MobileNetV2Trunk, SameConv2d, pretrained_description
 
     torch.manual_seed(0)
-    model = build_model(name, input_size=64, backbone="mobilenet_v2").train()
+    model = build_model(name, input_size=64, backbone=backbone).train()
     trunks = [m for m in model.modules() if isinstance(m, MobileNetV2Trunk)]
     assert len(trunks) == 1  # one pretrained network, shared where the paper shares one
+    # MoveNet's weights were trained with SAME padding on the five stride-2 convolutions
+    assert sum(isinstance(m, SameConv2d) for m in trunks[0].modules()) == (5 if backbone == "movenet" else 0)
     # the manifest says what was pretrained, on what, in this architecture's own words
     said = pretrained_description(model)
-    assert said.startswith("ImageNet") and model.pretrained_part in said
+    assert said.startswith(source) and model.pretrained_part in said
     assert pretrained_description(tiny_model(name)) is None
     x = torch.randn(2, 3, 64, 64)
     outs = model(x)
