@@ -155,6 +155,9 @@ def test_the_page_fits_the_window_and_a_dragged_box_lands_under_the_pointer(serv
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "run").is_enabled())
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     canvas = browser.find_element(By.ID, "canvas")
+    # on a phone the picture sits below the controls: bring all of it into view first, so
+    # the pointer's offsets are measured from the picture's own centre
+    browser.execute_script("document.getElementById('canvas').scrollIntoView({block: 'start'})")
     shown_w, shown_h, internal_w, photo_w, photo_h = browser.execute_script(
         "const c = document.getElementById('canvas'), r = c.getBoundingClientRect();"
         "return [r.width, r.height, c.width, photo.width, photo.height];")

@@ -18,7 +18,7 @@ def test_pose_over_real_http(server):
     url, _ = server
     r = httpx.post(f"{url}/pose", params={"model": "cpm", "heatmaps": "png", "detect": "false"},
                    files={"image": ("p.webp", image_bytes("WEBP"), "image/webp")}, timeout=30)
-    assert r.status_code == 200 and len(r.json()["keypoints"]) == 14
+    assert r.status_code == 200 and len(r.json()["keypoints"]) == 19
     assert r.headers["x-request-id"]
 
 
