@@ -31,11 +31,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def needs_extra(p: argparse.ArgumentParser, command: str, missing: str) -> None:
+def extra_hint(command: str, exc: ModuleNotFoundError) -> str:
+    """What to install for a command whose dependency is missing (torch, scipy: the train extra)."""
+    missing = (exc.name or str(exc)).split(".")[0]
+    return f"`poseserve {command}` needs the train extra ({missing} is not installed): pip install -e '.[train]'"
+
+
+def needs_extra(p: argparse.ArgumentParser, hint: str) -> None:
     """A command whose module needs what this install lacks: ``--help`` still answers (with
     what to install), and running it exits 2 with one line instead of a traceback."""
-    hint = f"`poseserve {command}` needs the train extra ({missing} is not installed): pip install -e '.[train]'"
-    # (the same words as ``main``'s, for a dependency imported only when the command runs)
     p.epilog = hint
 
     def refuse(_: argparse.Namespace) -> None:
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                 module = importlib.import_module(module_name)
                 module.add_arguments(p)
             except ModuleNotFoundError as exc:  # the serving install has no torch / scipy
-                needs_extra(p, name, (exc.name or str(exc)).split(".")[0])
+                needs_extra(p, extra_hint(name, exc))
                 continue
             p.set_defaults(func=module.main)
     args, unknown = parser.parse_known_args(argv)
@@ -65,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
     except ModuleNotFoundError as exc:  # a lazily imported training/evaluation dependency
-        print(f"poseserve: `poseserve {args.command}` needs the train extra ({(exc.name or str(exc)).split('.')[0]} is not installed): "
-              "pip install -e '.[train]'", file=sys.stderr)
+        print(f"poseserve: {extra_hint(args.command, exc)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

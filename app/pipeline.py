@@ -31,7 +31,6 @@ from app.schemas import HeatmapPNG, Heatmaps, Keypoint, Person, PoseResponse, St
 from app.settings import Settings
 from app.uploads import Upload, image_error
 from models import detection
-from models.keypoints import coco_indices
 from models.transforms import CropBox, crop_square, normalise
 
 
@@ -117,7 +116,7 @@ def keypoints(model: LoadedModel, coords: np.ndarray, scores: np.ndarray | None,
 def coco_keypoints(model: LoadedModel, points: list[Keypoint]) -> list[float]:
     """One person's keypoints as COCO-17 ``[x, y, s] × 17`` (a COCO results file's format)."""
     out: list[float] = []
-    for i in coco_indices(model.manifest.keypoints):
+    for i in model.coco_order:
         if i is None:
             out += [0.0, 0.0, 0.0]
         else:
@@ -233,13 +232,13 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
     """Every person's crop through the pose model in batched runs; keypoints in image pixels."""
     t1 = time.perf_counter()
     image = {"width": upload.width, "height": upload.height}
-    decoded_before = upload.decode_s  # pixel decoding so far: the detector's (and a large image's)
+    decoded_before = upload.decode_s  # pixel decoding so far: a large image's (in the pool) + the detector's
     read_s = t1 - t0 - detect_s
+    detect_ms = _ms(max(detect_s - (decoded_before - upload.prepared_s), 0.0))  # without its decode
     if not people:
         return PoseResponse(model=m.id, image=image, persons=[], crop=None, keypoints=None,
-                            timing_ms=Timing(read=_ms(read_s), decode=_ms(decoded_before),
-                                             detect=_ms(max(detect_s - decoded_before, 0.0)), preprocess=0,
-                                             inference=0, postprocess=0, total=_ms(t1 - t0)))
+                            timing_ms=Timing(read=_ms(read_s), decode=_ms(decoded_before), detect=detect_ms,
+                                             preprocess=0, inference=0, postprocess=0, total=_ms(t1 - t0)))
     boxes = [crop_for(m, p) for p in people]
     # One person may join a micro-batch; a group is already a batch and goes straight to the pool,
     # in runs of at most ``max_batch`` crops: activation memory grows with the batch, and a
@@ -279,7 +278,6 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
     return PoseResponse(
         model=m.id, image=image, persons=persons, crop=first.crop, keypoints=first.keypoints,
         heatmaps=first.heatmaps, stages=first.stages,
-        timing_ms=Timing(read=_ms(read_s), decode=_ms(upload.decode_s),
-                         detect=_ms(max(detect_s - decoded_before, 0.0)),
+        timing_ms=Timing(read=_ms(read_s), decode=_ms(upload.decode_s), detect=detect_ms,
                          preprocess=_ms(max(prepare_s - pose_decode_s, 0.0)),
                          inference=_ms(t2 - t1 - prepare_s), postprocess=_ms(t3 - t2), total=_ms(t3 - t0)))

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from models.detection import person_score
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
@@ -34,13 +36,6 @@ def image_files(paths: list[Path]) -> Iterator[Path]:
 def image_id(path: Path, index: int) -> int:
     """COCO's id when the file is named after it (``000000005001.jpg`` → 5001), else its index."""
     return int(path.stem) if path.stem.isdigit() else index
-
-
-def person_score(detector_score: float | None, keypoint_scores: list[float | None]) -> float:
-    """A person's confidence for COCO AP: the detector's score × the mean joint score (heatmap
-    models; regressors have none), the rule ``poseserve eval-pipeline`` measures with."""
-    joints = [s for s in keypoint_scores if s is not None]
-    return round((1.0 if detector_score is None else detector_score) * (sum(joints) / len(joints) if joints else 1.0), 5)
 
 
 class Progress:
@@ -97,7 +92,7 @@ async def predict(paths: list[Path], args: argparse.Namespace) -> tuple[list[dic
             for person in answer.persons:
                 results.append({"image_id": image_id(path, index), "file_name": str(path), "category_id": 1,
                                 "keypoints": person.coco_keypoints, "bbox": person.bbox,
-                                "score": person_score(person.score, [k.score for k in person.keypoints]),
+                                "score": round(person_score(person.score, [k.score for k in person.keypoints]), 5),
                                 "joints": {k.name: [k.x, k.y, k.score] for k in person.keypoints}})
             if args.render:
                 args.render.mkdir(parents=True, exist_ok=True)

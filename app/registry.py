@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from app.batching import MicroBatcher
 from app.pool import SessionPool
 from app.settings import Settings
+from models.keypoints import coco_indices
 from models.manifest import Artifact, DetectorManifest, PoseManifest, load_manifest, sha256_file
 from models.runtime import choose_providers, create_session
 
@@ -61,6 +63,11 @@ class LoadedModel:
     @property
     def input_size(self) -> int:
         return self.manifest.input.size
+
+    @cached_property
+    def coco_order(self) -> list[int | None]:
+        """For each COCO-17 joint, its keypoint id in this model (None: not predicted)."""
+        return coco_indices(self.manifest.keypoints)
 
 
 @dataclass

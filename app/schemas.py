@@ -55,8 +55,8 @@ class Timing(BaseModel):
     detect: float = Field(0.0, description="person detection without its decode (letterbox, detector run, "
                                            "NMS); 0 when a bbox was given or detect=false")
     preprocess: float = Field(description="crops and normalisation for the pose model (without the decode)")
-    inference: float = Field(description="waiting for a session + the pose model's run (all persons, "
-                                         "one batch)")
+    inference: float = Field(description="waiting for a session + the pose model's runs (all persons, "
+                                         "in batches of at most POSE_MAX_BATCH)")
     postprocess: float
     total: float
 

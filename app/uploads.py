@@ -50,6 +50,7 @@ class Upload:
         self._decoded: tuple[Image.Image, float] | None = None
         self._lock = threading.Lock()
         self.decode_s = 0.0  # time spent decoding pixels so far, every use together (timing_ms)
+        self.prepared_s = 0.0  # of which in the decode pool, before the request's pipeline ran
 
     @property
     def decoded(self) -> bool:
@@ -95,6 +96,7 @@ class DecodePool:
                              self.timeout_s) from None
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, upload.rgb)
+            upload.prepared_s = upload.decode_s
         finally:
             self._slots.release()
 

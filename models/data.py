@@ -41,7 +41,6 @@ LSP_TEST = range(1000, 2000)    # im1001-im2000, never trained on
 
 
 COCO_VAL_PHOTOS = 150           # coco_train photos held out for per-epoch monitoring
-MODEL_DIR = Path(__file__).resolve().parent / "onnx"  # the shipped detector
 
 
 @dataclass(frozen=True)
@@ -163,11 +162,11 @@ def match_detection(sample: Sample, detections: list[tuple[float, float, float, 
     return jx - 0.05 * jw, jy - 0.05 * jh, 1.1 * jw, 1.1 * jh
 
 
-def detector_boxes(samples: list[Sample], model_dir: Path = MODEL_DIR) -> list[Sample]:
+def detector_boxes(samples: list[Sample]) -> list[Sample]:
     """Samples without a box get the shipped detector's (see ``match_detection``)."""
     from models.detection import Detector
 
-    detector = Detector.load(model_dir, threads=2)
+    detector = Detector.load(threads=2)
     out = []
     for s in samples:
         if s.box is None:

@@ -21,6 +21,7 @@ from PIL import Image
 from models.manifest import DetectorManifest, load_manifest
 from models.runtime import create_session
 
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "onnx"  # the shipped detector and pose models
 LETTERBOX_FILL = 114  # YOLOX's padding grey
 STRIDES = (8, 16, 32)
 
@@ -121,6 +122,13 @@ def people(raw: np.ndarray, size: int, ratio: float, image_size: tuple[int, int]
     return found[:max_people]
 
 
+def person_score(detector_score: float | None, joint_scores: Sequence[float | None] | None) -> float:
+    """A person's confidence, as COCO AP ranks people: the detector's score (1 for a box not
+    detected) × the mean joint score (heatmap models; coordinate regressors have none)."""
+    joints = [float(s) for s in (() if joint_scores is None else joint_scores) if s is not None]
+    return (1.0 if detector_score is None else float(detector_score)) * (sum(joints) / len(joints) if joints else 1.0)
+
+
 @dataclass
 class Detector:
     """The shipped detector outside the service (evaluation, training crops): session + manifest,
@@ -130,7 +138,7 @@ class Detector:
     manifest: DetectorManifest
 
     @classmethod
-    def load(cls, model_dir: Path, threads: int = 0) -> Detector:
+    def load(cls, model_dir: Path = SHIPPED_MODEL_DIR, threads: int = 0) -> Detector:
         manifest = load_manifest(model_dir / "person_detector.json")
         assert isinstance(manifest, DetectorManifest)
         return cls(create_session(manifest.onnx_path(model_dir / "person_detector.json"), threads), manifest)

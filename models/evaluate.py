@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from models.data import LSP_TEST, data_dir, load_lsp
-from models.keypoints import COCO_KEYPOINT_NAMES, LSP_KEYPOINT_NAMES, LSP_TO_COCO, NUM_LSP_KEYPOINTS, TORSO, JointSet
+from models.keypoints import COCO_KEYPOINT_NAMES, LSP_KEYPOINT_NAMES, LSP_TO_COCO, NUM_LSP_KEYPOINTS, TORSO, JointSet, joint_indices
 from models.manifest import PoseManifest, load_manifest
 from models.metrics import pck, pck_summary
 from models.runtime import create_session
@@ -98,9 +98,9 @@ def lsp_joints(names: tuple[str, ...], stage_kp: np.ndarray) -> np.ndarray:
     """(..., K, 2) keypoints of a model with joints ``names`` → the 14 LSP joints (..., 14, 2);
     a joint the model lacks (MoveNet's neck) lands far away and never counts as a hit."""
     out = np.full((*stage_kp.shape[:-2], NUM_LSP_KEYPOINTS, 2), -1e6)
-    for i, name in enumerate(LSP_KEYPOINT_NAMES):
-        if name in names:
-            out[..., i, :] = stage_kp[..., names.index(name), :]
+    for i, j in enumerate(joint_indices(names, LSP_KEYPOINT_NAMES)):
+        if j is not None:
+            out[..., i, :] = stage_kp[..., j, :]
     return out
 
 

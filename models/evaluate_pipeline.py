@@ -26,14 +26,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.detection import Detection, Detector, iou
+from models.detection import SHIPPED_MODEL_DIR, Detection, Detector, iou, person_score
 from models.evaluate import Runner, lsp_joints, lsp_test_people, movenet_runner, onnx_runner
 from models.keypoints import COCO_KEYPOINT_NAMES, LSP_TO_COCO, coco_indices
 from models.manifest import DetectorManifest, load_manifest
 from models.metrics import pck_summary
 from models.transforms import person_box
 
-MODEL_DIR = Path(__file__).resolve().parent / "onnx"
 
 
 def pose_all(runner: Runner, img: Image.Image, boxes: list[tuple[float, float, float, float]]
@@ -82,12 +81,18 @@ def evaluate_lsp(detector: Detector, runner: Runner, data: str | None, limit: in
             "pck@0.2_pipeline_found_only": round(pck_found, 4)}
 
 
-def body_only_ground_truth(coco: dict, image_ids: set[int]) -> dict:
-    """COCO ground truth with the 5 face points unlabelled and num_keypoints recounted."""
-    body = set(LSP_TO_COCO.values())
+def ground_truth(coco: dict, image_ids: set[int]) -> dict:
+    """A copy of COCO ground truth restricted to ``image_ids``."""
     gt = copy.deepcopy(coco)
     gt["images"] = [im for im in gt["images"] if im["id"] in image_ids]
     gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in image_ids]
+    return gt
+
+
+def body_only_ground_truth(coco: dict, image_ids: set[int]) -> dict:
+    """COCO ground truth with the 5 face points unlabelled and num_keypoints recounted."""
+    body = set(LSP_TO_COCO.values())
+    gt = ground_truth(coco, image_ids)
     for ann in gt["annotations"]:
         kp = ann["keypoints"]
         for j in range(len(COCO_KEYPOINT_NAMES)):
@@ -144,7 +149,7 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
         kp, scores = pose_all(runner, img, [d.as_xywh() for d in dets])
         for i, d in enumerate(dets):
             out = coco_array(runner.keypoints, kp[i])
-            confidence = d.score * (float(np.mean(scores[i])) if scores is not None else 1.0)
+            confidence = person_score(d.score, None if scores is None else scores[i])
             results.append({"image_id": im["id"], "category_id": 1, "keypoints": out.ravel().round(2).tolist(),
                             "score": round(confidence, 5)})
     ids = {im["id"] for im in images}
@@ -153,10 +158,7 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
     # models that predict the face points.
     full = None
     if all(n in runner.keypoints for n in COCO_KEYPOINT_NAMES):
-        full_gt = copy.deepcopy(coco)
-        full_gt["images"] = [im for im in full_gt["images"] if im["id"] in ids]
-        full_gt["annotations"] = [a for a in full_gt["annotations"] if a["image_id"] in ids]
-        full = coco_stats(full_gt, results)
+        full = coco_stats(ground_truth(coco, ids), results)
     return {"photos": len(images), "people": people_total, "person_recall@iou0.5": round(recalled / max(people_total, 1), 4),
             "AP": round(stats[0], 4), "AP50": round(stats[1], 4), "AP75": round(stats[2], 4),
             "AP_medium": round(stats[3], 4), "AP_large": round(stats[4], 4), "AR": round(stats[5], 4),
@@ -167,7 +169,7 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", default=["hourglass"], help="pose model ids in --model-dir")
-    p.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    p.add_argument("--model-dir", type=Path, default=SHIPPED_MODEL_DIR)
     p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
     p.add_argument("--limit", type=int, default=0, help="only the first N LSP test photos")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")

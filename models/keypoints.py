@@ -39,9 +39,14 @@ LSP_TO_COCO: dict[int, int] = {i: COCO_KEYPOINT_NAMES.index(n) for i, n in enume
                                if n in COCO_KEYPOINT_NAMES}
 
 
+def joint_indices(names: Sequence[str], wanted: Sequence[str]) -> list[int | None]:
+    """For each joint of ``wanted``, its index in a model's ``names`` (None: the model lacks it)."""
+    return [list(names).index(n) if n in names else None for n in wanted]
+
+
 def coco_indices(names: Sequence[str]) -> list[int | None]:
     """For each COCO-17 joint, its index in a model's ``names`` (None: the model lacks it)."""
-    return [list(names).index(n) if n in names else None for n in COCO_KEYPOINT_NAMES]
+    return joint_indices(names, COCO_KEYPOINT_NAMES)
 
 
 def _by_name(pairs: Sequence[tuple[str, str]]) -> tuple[tuple[int, int], ...]:

@@ -10,7 +10,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.deps import MetricsDep, RegistryDep
 from app.registry import Registry
 from app.schemas import DetectorInfo, ModelInfo, ModelsResponse, ReadyResponse
-from models.keypoints import coco_indices
 
 router = APIRouter(tags=["system"])
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -24,7 +23,7 @@ async def list_models(reg: RegistryDep) -> ModelsResponse:
         infos.append(ModelInfo(
             id=m.id, architecture=man.architecture, paper=man.paper, input_size=m.input_size,
             output_kind=man.output_kind, stages=man.stages, keypoints=man.keypoints,
-            skeleton=[list(e) for e in man.skeleton], coco_order=coco_indices(man.keypoints),
+            skeleton=[list(e) for e in man.skeleton], coco_order=m.coco_order,
             params=man.params, flops=man.flops,
             accuracy=man.accuracy, providers=m.pool.providers))
     detector = None

@@ -118,7 +118,9 @@ def test_the_coco_array_of_an_lsp_only_model_leaves_the_face_empty():
     from app.schemas import Keypoint
     from models.keypoints import COCO_KEYPOINT_NAMES, LSP_KEYPOINT_NAMES
 
-    model = SimpleNamespace(manifest=SimpleNamespace(keypoints=list(LSP_KEYPOINT_NAMES)))
+    from app.registry import LoadedModel
+
+    model = LoadedModel("lsp-only", SimpleNamespace(keypoints=list(LSP_KEYPOINT_NAMES)), None, [])
     points = [Keypoint(id=i, name=n, x=10.0 + i, y=20.0 + i, in_image=True, score=0.5)
               for i, n in enumerate(LSP_KEYPOINT_NAMES)]
     coco = coco_keypoints(model, points)
