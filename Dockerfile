@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
     POSE_MODEL_DIR=/srv/poseserve/models/onnx
 WORKDIR /srv/poseserve
 COPY pyproject.toml README.md poseserve.py ./
-COPY models/__init__.py models/transforms.py models/manifest.py models/runtime.py models/keypoints.py models/detection.py ./models/
+COPY models/__init__.py models/transforms.py models/manifest.py models/runtime.py models/keypoints.py models/detection.py models/flip.py models/heatmap_codec.py ./models/
 COPY app ./app
 RUN pip install .
 COPY models/onnx ./models/onnx

@@ -44,7 +44,7 @@ class MicroBatcher:
         return self._queue
 
     async def run(self, feeds: Feeds, timeout_s: float) -> RunResult:
-        """Same contract as ``SessionPool.run`` for one request (batch of 1)."""
+        """Same contract as ``SessionPool.run`` for one request (its rows stay together)."""
         queue = self._ensure_worker()
         refused = self.admission()
         if refused is not None:
@@ -86,9 +86,12 @@ class MicroBatcher:
                 if not f.done():
                     f.set_exception(exc if isinstance(exc, Exception) else Overloaded("cancelled"))
             return
-        for i, (_, f) in enumerate(items):
+        start = 0
+        for x, f in items:  # a request's rows: its crops (and their mirror images)
+            rows = slice(start, start + len(x))
+            start = rows.stop
             if not f.done():
-                f.set_result(([o[i:i + 1] for o in outputs], seconds))
+                f.set_result(([o[rows] for o in outputs], seconds))
 
     def close(self) -> None:
         if self._worker is not None:

@@ -31,6 +31,7 @@ from app.schemas import HeatmapPNG, Heatmaps, Keypoint, Person, PoseResponse, St
 from app.settings import Settings
 from app.uploads import Upload, image_error
 from models import detection
+from models.flip import merge_mirrored, with_mirrors
 from models.transforms import CropBox, crop_square, normalise
 
 
@@ -227,33 +228,49 @@ async def resolve_people(reg: Registry, upload: Upload, bbox: str | None, params
     return [PersonBox((0.0, 0.0, float(upload.width), float(upload.height)), whole_image=True)]
 
 
+def flips(m: LoadedModel, flip: bool | None, settings: Settings) -> bool:
+    """Whether a request's people are averaged with their mirror image: the request's
+    ``flip``, else the server's default; always for a graph with the flip inside."""
+    return m.manifest.flip_test or (settings.flip_test if flip is None else flip)
+
+
 async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heatmaps: str, stages: bool,
-                   t0: float, detect_s: float, settings: Settings, metrics: Metrics) -> PoseResponse:
+                   t0: float, detect_s: float, settings: Settings, metrics: Metrics,
+                   flip: bool | None = None) -> PoseResponse:
     """Every person's crop through the pose model in batched runs; keypoints in image pixels."""
     t1 = time.perf_counter()
     image = {"width": upload.width, "height": upload.height}
+    flip_test = flips(m, flip, settings)
+    mirror = flip_test and not m.manifest.flip_test  # the graph does not do it itself
     decoded_before = upload.decode_s  # pixel decoding so far: a large image's (in the pool) + the detector's
     read_s = t1 - t0 - detect_s
     detect_ms = _ms(max(detect_s - (decoded_before - upload.prepared_s), 0.0))  # without its decode
     if not people:
-        return PoseResponse(model=m.id, image=image, persons=[], crop=None, keypoints=None,
+        return PoseResponse(model=m.id, image=image, persons=[], crop=None, keypoints=None, flip_test=flip_test,
                             timing_ms=Timing(read=_ms(read_s), decode=_ms(decoded_before), detect=detect_ms,
                                              preprocess=0, inference=0, postprocess=0, total=_ms(t1 - t0)))
     boxes = [crop_for(m, p) for p in people]
     # One person may join a micro-batch; a group is already a batch and goes straight to the pool,
-    # in runs of at most ``max_batch`` crops: activation memory grows with the batch, and a
-    # crowded photo must not decide the server's peak.
+    # in runs of at most ``max_batch`` crops (mirror images included): activation memory grows
+    # with the batch, and a crowded photo must not decide the server's peak.
     runner = m.runner if len(boxes) == 1 else m.pool
+    per_run = max(1, settings.max_batch // 2) if mirror else settings.max_batch
     chunks, prepare_s = [], 0.0
-    for start in range(0, len(boxes), settings.max_batch):
-        part = boxes[start:start + settings.max_batch]
-        # The pixels are decoded on the session's worker thread, right before inference.
-        outputs, prep, _ = await run_on(runner, m.id, lambda part=part: {"image": preprocess(m, upload, part)},
-                                        settings, metrics)
-        chunks.append(outputs)
+    for start in range(0, len(boxes), per_run):
+        part = boxes[start:start + per_run]
+
+        def feeds(part: list[CropBox] = part) -> dict[str, np.ndarray]:
+            # The pixels are decoded on the session's worker thread, right before inference.
+            crops = preprocess(m, upload, part)
+            return {"image": with_mirrors(crops) if mirror else crops}
+
+        outputs, prep, _ = await run_on(runner, m.id, feeds, settings, metrics)
+        named = dict(zip(m.output_names, outputs))
+        chunks.append(merge_mirrored(named, m.manifest.flip_permutation, m.manifest.output_kind)
+                      if mirror else named)
         prepare_s += prep
     t2 = time.perf_counter()
-    out = dict(zip(m.output_names, (np.concatenate(parts) for parts in zip(*chunks))))
+    out = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     size = (upload.width, upload.height)
     persons = []
     for i, (p, box) in enumerate(zip(people, boxes)):
@@ -276,7 +293,7 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
     # a session + the run.
     pose_decode_s = upload.decode_s - decoded_before  # decoded for the crops, on the session's thread
     return PoseResponse(
-        model=m.id, image=image, persons=persons, crop=first.crop, keypoints=first.keypoints,
+        model=m.id, image=image, persons=persons, crop=first.crop, keypoints=first.keypoints, flip_test=flip_test,
         heatmaps=first.heatmaps, stages=first.stages,
         timing_ms=Timing(read=_ms(read_s), decode=_ms(upload.decode_s), detect=detect_ms,
                          preprocess=_ms(max(prepare_s - pose_decode_s, 0.0)),

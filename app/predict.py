@@ -84,7 +84,7 @@ async def predict(paths: list[Path], args: argparse.Namespace) -> tuple[list[dic
                 t0 = time.perf_counter()
                 people = await resolve_people(registry, upload, None, params, settings, metrics)
                 answer = await run_pose(model, upload, people, "none", False, t0,
-                                        time.perf_counter() - t0, settings, metrics)
+                                        time.perf_counter() - t0, settings, metrics, args.flip)
             except (OSError, ImageError, HTTPException) as exc:
                 detail = getattr(exc, "detail", None) or str(exc)
                 failed.append(f"{path}: {detail}")
@@ -118,6 +118,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-person-score", type=float, help="lowest detector score kept (default: the detector's)")
     p.add_argument("--max-persons", type=int, default=10, help="at most this many people per photo")
     p.add_argument("--no-detect", action="store_true", help="each image is one person (already a person crop)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time flip: average each person with their mirror image (twice the pose-model "
+                        "time; default: POSE_FLIP_TEST, off)")
 
 
 def main(args: argparse.Namespace) -> None:

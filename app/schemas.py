@@ -94,6 +94,9 @@ class PoseResponse(BaseModel):
                                                          "person was found")
     heatmaps: Heatmaps | None = Field(None, description="the first person's heatmaps")
     stages: list[StageKeypoints] | None = Field(None, description="the first person's stages (stages=true)")
+    flip_test: bool = Field(False, description="whether every person's answer is the average of the crop's "
+                                              "and its mirror image's (the request's flip, else the server's "
+                                              "POSE_FLIP_TEST)")
     timing_ms: Timing
 
 
@@ -109,8 +112,9 @@ class ModelInfo(BaseModel):
     coco_order: list[int | None] = Field(
         description="for each COCO-17 joint (COCO's order), its keypoint id here; null where this model "
                     "does not predict it")
+    flip_test: bool = Field(description="whether a request that does not say flip= gets the test-time flip")
     params: int | None = None
-    flops: int | None = None
+    flops: int | None = Field(None, description="floating-point operations of one crop through this graph")
     accuracy: dict | None = None
     providers: list[str]
 

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
                                                 "batch ever run and keeps that memory; off = allocate per run")
     max_batch: int = Field(8, ge=1, le=64, description="most person crops per pose-model run: a crowded photo "
                                                        "runs in chunks of this many, bounding activation memory")
+    flip_test: bool = Field(False, description="default of a request's flip: average every person with their "
+                                               "mirror image, twice the pose-model compute")
     micro_batch: int = Field(0, ge=0, le=64, description="max requests per batched run; 0 or 1 = off")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long a batch waits to fill")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto: CUDA if available")

@@ -383,7 +383,7 @@ def report(results: list[ModelResult], images: dict[str, bytes], floor: float, d
 
 def main(args: argparse.Namespace) -> None:
     from app.settings import Settings
-    from benchmarks import people
+    from benchmarks import per_person, people
 
     images = default_images(args.image, args.data)
     settings = Settings(model_dir=args.model_dir, pool_size=1, intra_op_threads=args.threads, device=args.device)
@@ -403,6 +403,8 @@ def main(args: argparse.Namespace) -> None:
         people_lines = people.section(client, args.model_dir, default, args.data, args.n, args.threads)
     finally:
         server.close()
+    people_lines += per_person.section(args.model_dir, args.threads, args.n, args.data,
+                                       Path(args.out).with_name("accuracy_latency.png"))
     conc, conc_batched = [], []
     for env, out in (({}, conc), ({"POSE_MICRO_BATCH": "8", "POSE_MICRO_BATCH_WAIT_MS": "2"}, conc_batched)):
         # throughput with the service's default pool and threads, as deployed

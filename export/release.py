@@ -207,7 +207,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=Path("cache/lsp180.npz"))
     p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
     p.add_argument("--docs", type=Path, default=Path("docs"))
-    p.add_argument("--flip-test", action="store_true", help="export with test-time flip averaging")
+    p.add_argument("--flip-test", action="store_true",
+                   help="bake the test-time flip into the graphs (by default the service applies it per "
+                        "request, flip=true, and the report measures both)")
     p.add_argument("--skip-int8", action="store_true")
     p.add_argument("--skip-fp16", action="store_true")
     p.add_argument("--limit", type=int, default=0, help="only the first N test images (smoke runs)")

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from models.data import LSP_TEST, data_dir, load_lsp
+from models.flip import merge_mirrored, with_mirrors
 from models.keypoints import COCO_KEYPOINT_NAMES, LSP_KEYPOINT_NAMES, LSP_TO_COCO, NUM_LSP_KEYPOINTS, TORSO, JointSet, joint_indices
 from models.manifest import PoseManifest, load_manifest
 from models.metrics import pck, pck_summary
@@ -112,14 +113,18 @@ def accuracy_summary(lsp: dict, coco: dict | None = None) -> dict:
     return summary
 
 
-def onnx_runner(path: Path) -> Runner:
+def onnx_runner(path: Path, flip_test: bool = False) -> Runner:
+    """An exported graph; ``flip_test``: averaged with the mirrored crops as the service
+    does for ``flip=true`` (``models.flip``), unless the graph already has it inside."""
     manifest = load_manifest(path.with_suffix(".json"))
     assert isinstance(manifest, PoseManifest), f"{path} is not a pose model"
     session = create_session(path)
     names = [o.name for o in session.get_outputs()]
+    mirror = flip_test and not manifest.flip_test
 
     def outputs(batch: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(names, session.run(None, {"image": batch})))
+        result = dict(zip(names, session.run(None, {"image": with_mirrors(batch) if mirror else batch})))
+        return merge_mirrored(result, manifest.flip_permutation, manifest.output_kind) if mirror else result
 
     spec = manifest.input
     return Runner(lambda batch: outputs(batch)["stage_keypoints"], spec.size, spec.mean, spec.std,
@@ -212,8 +217,9 @@ def score(model_id: str, source: str, dataset: str, pred: np.ndarray, people: li
 
 def runner_for(onnx_path: Path | None, checkpoint: Path | None, flip_test: bool = False,
                refine: str = "taylor") -> Runner:
-    """An exported graph (its flip test and decoding are baked in), or a checkpoint with these."""
-    return onnx_runner(Path(onnx_path)) if onnx_path else torch_runner(Path(checkpoint), flip_test, refine)
+    """An exported graph (its decoding is baked in), or a checkpoint with this decoding;
+    either one with the test-time flip."""
+    return onnx_runner(Path(onnx_path), flip_test) if onnx_path else torch_runner(Path(checkpoint), flip_test, refine)
 
 
 def evaluate(model_id: str, data: str | None = None, onnx_path: Path | None = None,
@@ -257,7 +263,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N LSP test images")
     p.add_argument("--coco", action="store_true", help="also PCK on coco_dev's everyday photos")
-    p.add_argument("--flip-test", action="store_true", help="checkpoints: average with the mirrored image")
+    p.add_argument("--flip-test", action="store_true", help="average with the mirrored crop (test-time flip)")
     p.add_argument("--refine", choices=("taylor", "quarter"), default="taylor",
                    help="checkpoints: sub-pixel step of the heatmap decoding")
     p.add_argument("--crop-margin", type=float, help="override the crop margin around the person box")

@@ -2,18 +2,14 @@
 
 Coordinates are normalised to the crop: u in [0, 1], where heatmap cell ``j`` (of ``n``)
 has its centre at ``(j + 0.5) / n``. Rendering and decoding use this one convention, so
-a rendered map decodes back to its point up to the sub-pixel step.
+a rendered map decodes back to its point up to the sub-pixel step. The service's numpy
+twin of rendering and decoding is ``models.heatmap_codec``.
 """
 from __future__ import annotations
 
 import torch
 
-# Heatmaps are at 1/HEATMAP_STRIDE of the input resolution (Newell et al.'s convention,
-# shared by every heatmap architecture here).
-HEATMAP_STRIDE = 4
-# Width of the Gaussians, in heatmap cells: the training targets and the maps rendered for
-# coordinate regressors use the same value (Newell et al. use 1 at 64×64).
-HEATMAP_SIGMA = 1.0
+from models.heatmap_codec import HEATMAP_SIGMA, HEATMAP_STRIDE  # noqa: F401 - re-exported
 
 
 def cell_centres(n: int, device: torch.device | None = None) -> torch.Tensor:

@@ -12,9 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the torch-free serving side may use from models/: geometry, the manifest, the
-# session factory and the joint tables. Nothing that trains, evaluates or exports.
+# session factory, the joint tables, the detector's decoding and the flip's numpy heatmap
+# coding. Nothing that trains, evaluates or exports.
 SERVING_SAFE = {"models", "models.transforms", "models.manifest", "models.runtime", "models.keypoints",
-                "models.detection"}
+                "models.detection", "models.flip", "models.heatmap_codec"}
 
 
 def imports(package: str) -> dict[str, set[str]]:

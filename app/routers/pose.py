@@ -26,6 +26,9 @@ Stages = Annotated[bool, Query(description="also return the keypoints after ever
 ModelList = Annotated[str | None, Query(
     description="comma-separated model ids from GET /models, compared in that order; default: the "
                 "full-precision model of each architecture", max_length=500)]
+Flip = Annotated[bool | None, Query(
+    description="test-time flip: also run each person's mirror image and average the two (twice the "
+                "pose-model time); default: the server's POSE_FLIP_TEST (GET /models: flip_test)")]
 HeatmapFormat = Annotated[Literal["png", "array", "none"], Query(
     description="png: one 8-bit PNG per joint; array: floats; none: omit")]
 
@@ -42,26 +45,27 @@ def json_response(body: BaseModel) -> Response:
              summary="Estimate the pose of every person in an image")
 async def estimate_pose(upload: UploadDep, m: ModelDep, reg: RegistryDep, detect: DetectDep,
                         settings: SettingsDep, metrics: MetricsDep, bbox: BBox = None,
-                        heatmaps: HeatmapFormat = "png", stages: Stages = False) -> Response:
+                        heatmaps: HeatmapFormat = "png", stages: Stages = False, flip: Flip = None) -> Response:
     t0 = time.perf_counter()
     people = await resolve_people(reg, upload, bbox, detect, settings, metrics)
     detect_s = time.perf_counter() - t0 if detects(bbox, detect) else 0.0
-    return json_response(await run_pose(m, upload, people, heatmaps, stages, t0, detect_s, settings, metrics))
+    return json_response(await run_pose(m, upload, people, heatmaps, stages, t0, detect_s, settings, metrics,
+                                               flip))
 
 
 @router.post("/compare", response_model=CompareResponse, responses=ERRORS,
              summary="Run several models (default: every architecture) on the same people, side by side")
 async def compare(upload: UploadDep, reg: RegistryDep, detect: DetectDep, settings: SettingsDep,
                   metrics: MetricsDep, bbox: BBox = None, stages: Stages = False, models: ModelList = None,
-                  heatmaps: HeatmapFormat = "none") -> Response:
+                  heatmaps: HeatmapFormat = "none", flip: Flip = None) -> Response:
     try:
         chosen = reg.compared(models)
     except KeyError as exc:
         raise HTTPException(404, f"unknown model {exc.args[0]!r} in models; available: {sorted(reg.models)}") from None
     t0 = time.perf_counter()
     people = await resolve_people(reg, upload, bbox, detect, settings, metrics)  # detected once
-    results = [await run_pose(m, upload, people, heatmaps, stages, time.perf_counter(), 0.0, settings, metrics)
-               for m in chosen]
+    results = [await run_pose(m, upload, people, heatmaps, stages, time.perf_counter(), 0.0, settings, metrics,
+                                   flip) for m in chosen]
     detected = len(people) if detects(bbox, detect) else None
     return json_response(CompareResponse(image={"width": upload.width, "height": upload.height},
                                          persons_detected=detected, results=results,
@@ -76,10 +80,10 @@ async def compare(upload: UploadDep, reg: RegistryDep, detect: DetectDep, settin
                                                        "label in a colour each"}, **ERRORS},
     summary="The image with every estimated skeleton drawn on it (PNG)")
 async def render_pose(upload: UploadDep, m: ModelDep, reg: RegistryDep, detect: DetectDep,
-                      settings: SettingsDep, metrics: MetricsDep, bbox: BBox = None) -> Response:
+                      settings: SettingsDep, metrics: MetricsDep, bbox: BBox = None, flip: Flip = None) -> Response:
     t0 = time.perf_counter()
     people = await resolve_people(reg, upload, bbox, detect, settings, metrics)
-    result = await run_pose(m, upload, people, "none", False, t0, 0.0, settings, metrics)
+    result = await run_pose(m, upload, people, "none", False, t0, 0.0, settings, metrics, flip)
 
     def draw() -> bytes:
         limit = settings.render_max_side

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.deps import MetricsDep, RegistryDep
+from app.deps import MetricsDep, RegistryDep, SettingsDep
+from app.pipeline import flips
 from app.registry import Registry
 from app.schemas import DetectorInfo, ModelInfo, ModelsResponse, ReadyResponse
 
@@ -16,14 +17,14 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 @router.get("/models", response_model=ModelsResponse, summary="The models this server serves")
-async def list_models(reg: RegistryDep) -> ModelsResponse:
+async def list_models(reg: RegistryDep, settings: SettingsDep) -> ModelsResponse:
     infos = []
     for m in reg.models.values():
         man = m.manifest
         infos.append(ModelInfo(
             id=m.id, architecture=man.architecture, paper=man.paper, input_size=m.input_size,
             output_kind=man.output_kind, stages=man.stages, keypoints=man.keypoints,
-            skeleton=[list(e) for e in man.skeleton], coco_order=m.coco_order,
+            skeleton=[list(e) for e in man.skeleton], coco_order=m.coco_order, flip_test=flips(m, None, settings),
             params=man.params, flops=man.flops,
             accuracy=man.accuracy, providers=m.pool.providers))
     detector = None

@@ -107,6 +107,7 @@ function draw() {
 }
 
 function query(params) {
+  if (document.getElementById("flip").checked) params.flip = "true";
   if (box && box.w > 4 && box.h > 4) params.bbox = [box.x, box.y, box.w, box.h].map((v) => v.toFixed(1)).join(",");
   return new URLSearchParams(params).toString();  // every value encoded
 }

@@ -407,3 +407,36 @@ def test_compare_runs_the_models_asked_in_order_with_heatmaps_when_asked(client)
     assert r.status_code == 404 and "nope" in r.json()["detail"]
     r = client.post("/pose/compare", params={"heatmaps": "jpeg", "bbox": "10,10,60,100"}, files=files)
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize("model", ["hourglass", "cpm"])
+def test_flip_answers_the_mirror_image_with_the_mirrored_pose(client, model):
+    """With the test-time flip, a photo and its mirror image are the same two passes, so
+    their answers are exact mirrors (left and right swapped); without it they are not."""
+    rgb = np.random.default_rng(3).integers(0, 255, (96, 128, 3), np.uint8)
+    flip_perm = [JOINT_NAMES.index(n.replace("left", "@").replace("right", "left").replace("@", "right"))
+                 for n in JOINT_NAMES]
+
+    def answer(pixels: np.ndarray, **params) -> dict:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        r = post(client, buf.getvalue(), "m.png", "image/png", model=model, detect="false", heatmaps="none",
+                 **params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def mirror_gap(a: dict, b: dict) -> float:
+        xa = np.array([k["x"] for k in a["keypoints"]])
+        xb = np.array([k["x"] for k in b["keypoints"]])[flip_perm]
+        ya = np.array([k["y"] for k in a["keypoints"]])
+        yb = np.array([k["y"] for k in b["keypoints"]])[flip_perm]
+        return float(max(np.abs(xa - (128 - xb)).max(), np.abs(ya - yb).max()))
+
+    flipped = answer(rgb, flip="true"), answer(rgb[:, ::-1].copy(), flip="true")
+    assert all(a["flip_test"] for a in flipped)
+    assert mirror_gap(*flipped) < 0.05  # pixels; responses are rounded to 0.01
+    plain = answer(rgb), answer(rgb[:, ::-1].copy())
+    assert not any(a["flip_test"] for a in plain)  # the server's default: no flip
+    assert mirror_gap(*plain) > 1.0
+    models = {m["id"]: m for m in client.get("/models").json()["models"]}
+    assert models[model]["flip_test"] is False

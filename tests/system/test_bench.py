@@ -40,3 +40,19 @@ def test_ab_serves_two_checkouts_side_by_side(model_dir, tmp_path):
     assert set(result) == {"photo", "noise"}
     for baseline, candidate in result.values():
         assert 0 < baseline < 5 and 0 < candidate < 5  # seconds: real answers, no timeouts
+
+
+def test_per_person_section_times_every_model_with_and_without_the_flip(model_dir, tmp_path):
+    from benchmarks import per_person
+
+    lines = per_person.section(model_dir, threads=1, n=10, data=str(tmp_path), plot_path=tmp_path / "acc.png")
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in lines if line.startswith("| ") and not line.startswith("| model")}
+    assert set(ARCHITECTURES) <= set(rows)
+    for name in ARCHITECTURES:
+        b1, b1_flip, b8, b8_flip = (float(v) for v in rows[name][2:6])
+        assert b8 < b1  # tiny models: a batch shares the per-run overhead across its people
+        assert b1_flip > 0.8 * b1 and b8_flip > b8  # the mirror images are real work
+    peers = [r for r in rows if "peer" in r]
+    assert len(peers) == (1 if (per_person.PEERS_DIR / "movenet_lightning.onnx").exists() else 0)
+    assert (tmp_path / "acc.png").exists() or not any(r[0] != "–" for r in rows.values())

@@ -113,3 +113,15 @@ def test_the_balancer_discovers_checks_and_retries():
     assert "server-template" in cfg and "tasks.poseserve:8000" in cfg and "resolvers docker" in cfg
     assert "option httpchk GET /readyz" in cfg
     assert "retry-on conn-failure empty-response" in cfg and "wait-for-body" in cfg
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_the_serving_images_carry_every_module_the_service_imports_from_models(dockerfile):
+    from tests.test_layout import SERVING_SAFE
+
+    needed = {f"models/{m.split('.')[1]}.py" for m in SERVING_SAFE if "." in m} | {"models/__init__.py"}
+    copied = {w for line in (ROOT / dockerfile).read_text().splitlines() if line.startswith("COPY models/")
+              for w in line.split()[1:-1]}
+    assert needed <= copied, needed - copied
+    allowed = {line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    assert needed <= allowed, needed - allowed
