@@ -19,7 +19,7 @@ from app.pool import Overloaded, SessionPool
 from app.registry import Registry
 from app.settings import Settings
 
-INFERENCE_PATHS = frozenset({"/pose", "/pose/render", "/pose/compare"})
+INFERENCE_PATHS = frozenset({"/pose", "/pose/render", "/pose/compare", "/pose/video"})
 FALSE_VALUES = frozenset({"0", "false", "f", "no", "n", "off"})  # pydantic's false spellings
 
 

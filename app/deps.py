@@ -129,3 +129,6 @@ async def detect_params(
 
 
 DetectDep = Annotated[DetectParams, Depends(detect_params)]
+Flip = Annotated[bool | None, Query(
+    description="test-time flip: also run each person's mirror image and average the two (twice the "
+                "pose-model time); default: the server's POSE_FLIP_TEST (GET /models: flip_test)")]

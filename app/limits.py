@@ -26,9 +26,10 @@ CLOSE = {"Connection": "close"}
 
 class BodyLimits:
     def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float = 10.0,
-                 body_timeout_s: float = 120.0) -> None:
+                 body_timeout_s: float = 120.0, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}  # routes with their own size limit (video clips)
         self.read_timeout_s = read_timeout_s
         self.body_timeout_s = body_timeout_s
 
@@ -36,9 +37,10 @@ class BodyLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.per_path.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(send, max_bytes)
             return
         received = 0
         deadline = time.monotonic() + self.body_timeout_s
@@ -56,18 +58,19 @@ class BodyLimits:
                                     headers=CLOSE) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, self._detail(), headers=CLOSE)
+                if received > max_bytes:
+                    raise HTTPException(413, self._detail(max_bytes), headers=CLOSE)
                 body_done = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _detail(self) -> str:
-        return f"upload larger than the {self.max_bytes}-byte limit"
+    @staticmethod
+    def _detail(max_bytes: int) -> str:
+        return f"upload larger than the {max_bytes}-byte limit"
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": self._detail()}).encode()
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
+        body = json.dumps({"detail": self._detail(max_bytes)}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),

@@ -7,6 +7,7 @@ in ``app.pipeline``.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -21,7 +22,7 @@ from app.memory import limit_malloc_arenas
 from app.metrics import Metrics
 from app.observability import RequestObserver
 from app.registry import load_registry
-from app.routers import docs, pose, system
+from app.routers import docs, pose, system, video
 from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
 from app.uploads import DecodePool
@@ -43,8 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "(DeepPose, Tompson et al., CPM, IEF, Stacked Hourglass), served from ONNX.")
     app.state.settings, app.state.metrics = settings, Metrics()
     app.state.decoder = DecodePool(settings.decode_workers, settings.queue_timeout_s)
+    app.state.video_slots = asyncio.Semaphore(settings.video_max_concurrent)
     app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes + 64 * 1024,  # + multipart framing
-                       read_timeout_s=settings.read_timeout_s, body_timeout_s=settings.body_timeout_s)
+                       read_timeout_s=settings.read_timeout_s, body_timeout_s=settings.body_timeout_s,
+                       per_path={"/pose/video": settings.video_max_bytes + 64 * 1024})
     app.add_middleware(AdmissionGate)  # outside the body limit: a refusal reads no body at all
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)  # added last = outermost
     app.include_router(pose.router)
+    app.include_router(video.router)
     app.include_router(system.router)
     app.include_router(docs.router)
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")

@@ -158,3 +158,30 @@ class CompareResponse(BaseModel):
     results: list[PoseResponse] = Field(description="one result per compared model, in the order asked "
                                                     "(heatmaps only with heatmaps=png|array)")
     total_ms: float
+
+
+class TrackedPerson(Person):
+    track_id: int = Field(description="the same person keeps the same id from frame to frame within a clip")
+
+
+class VideoFrame(BaseModel):
+    """One line of the /pose/video stream per analysed frame."""
+
+    frame: int = Field(description="the frame's index in the clip (every decoded frame counts)")
+    time_s: float = Field(description="the frame's timestamp in seconds")
+    persons: list[TrackedPerson]
+
+
+class VideoSummary(BaseModel):
+    frames: int = Field(description="frames analysed")
+    tracks: int = Field(description="distinct track ids")
+    fps: float = Field(description="frames analysed per second of video")
+    width: int
+    height: int
+    duration_s: float | None = Field(description="the clip's duration from its header, if it says")
+    model: str
+    smooth: bool
+    flip_test: bool
+    timing_ms: dict[str, float] = Field(description="total, and per frame: decode, pose (detect + pose) p50")
+    error: str | None = Field(None, description="why the analysis stopped early (e.g. a limit crossed while "
+                                                "decoding, a damaged stream); null when the clip was done")

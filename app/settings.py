@@ -62,6 +62,16 @@ class Settings(BaseSettings):
                                                        "runs in chunks of this many, bounding activation memory")
     flip_test: bool = Field(False, description="default of a request's flip: average every person with their "
                                                "mirror image, twice the pose-model compute")
+    video_max_bytes: int = Field(100 * 1024 * 1024, gt=0, description="POST /pose/video upload size limit")
+    video_max_seconds: float = Field(120.0, gt=0, description="longest clip analysed (seconds of video)")
+    video_max_frames: int = Field(1800, ge=1, description="most frames analysed per clip (duration × fps)")
+    video_max_side: int = Field(1920, ge=64, description="largest frame, long side in pixels")
+    video_fps: float = Field(15.0, gt=0, le=60, description="default frames analysed per second (the clip's "
+                                                            "own rate when lower)")
+    video_max_concurrent: int = Field(1, ge=1, description="clips analysed at once; more wait, and a request "
+                                                           "arriving when all are busy gets 503")
+    smooth_min_cutoff: float = Field(1.0, gt=0, description="One Euro filter: cutoff at rest (Hz)")
+    smooth_beta: float = Field(0.01, ge=0, description="One Euro filter: cutoff growth with speed (per pixel/s)")
     micro_batch: int = Field(0, ge=0, le=64, description="max requests per batched run; 0 or 1 = off")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long a batch waits to fill")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto: CUDA if available")

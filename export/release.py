@@ -191,7 +191,7 @@ def main(args: argparse.Namespace) -> None:
             for suffix in (".onnx", ".json"):
                 (args.onnx_dir / f"{model_id}-{variant}{suffix}").unlink(missing_ok=True)
     report.main(argparse.Namespace(onnx_dir=args.onnx_dir, runs=args.runs, data=args.data, out=args.docs,
-                                   limit=args.limit))
+                                   limit=args.limit, models=models))
     if not args.skip_int8:
         release_int8(args.onnx_dir, args.cache, args.data, args.docs, models, args.limit)
     if not args.skip_fp16:

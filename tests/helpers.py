@@ -77,3 +77,27 @@ def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (120, 160), mode: str
     buf = io.BytesIO()
     img.save(buf, fmt, **save)
     return buf.getvalue()
+
+
+def clip_bytes(frames: int = 20, fmt: str = "mp4", codec: str = "mpeg4", size: tuple[int, int] = (160, 120),
+               rate: int = 10, draw=None) -> bytes:
+    """A small generated video: a bright block moving right on grey, or ``draw(i) → (H, W, 3)``."""
+    import av
+
+    w, h = size
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
+        for i in range(frames):
+            if draw is None:
+                rgb = np.full((h, w, 3), 90, np.uint8)
+                rgb[h // 6: 5 * h // 6, 4 + 3 * i: w // 4 + 3 * i] = 220
+            else:
+                rgb = draw(i)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from app.deps import DetectDep, MetricsDep, ModelDep, RegistryDep, SettingsDep, UploadDep, reject_unknown_fields
+from app.deps import DetectDep, Flip, MetricsDep, ModelDep, RegistryDep, SettingsDep, UploadDep, reject_unknown_fields
 from app.pipeline import detects, resolve_people, run_pose
 from app.render import draw_people, fit_within
 from app.schemas import CompareResponse, ErrorResponse, PoseResponse
@@ -26,9 +26,6 @@ Stages = Annotated[bool, Query(description="also return the keypoints after ever
 ModelList = Annotated[str | None, Query(
     description="comma-separated model ids from GET /models, compared in that order; default: the "
                 "full-precision model of each architecture", max_length=500)]
-Flip = Annotated[bool | None, Query(
-    description="test-time flip: also run each person's mirror image and average the two (twice the "
-                "pose-model time); default: the server's POSE_FLIP_TEST (GET /models: flip_test)")]
 HeatmapFormat = Annotated[Literal["png", "array", "none"], Query(
     description="png: one 8-bit PNG per joint; array: floats; none: omit")]
 

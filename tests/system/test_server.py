@@ -67,3 +67,34 @@ def test_sigterm_lets_in_flight_requests_finish(server):
         t.join(30)
     assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
     assert results == [200, 200]
+
+
+def _inferences(url: str, graph: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("poseserve_inference_seconds_count") and f'"{graph}"' in line)
+
+
+def test_a_client_that_leaves_a_video_stops_its_analysis(server):
+    pytest.importorskip("av")
+    from tests.helpers import clip_bytes
+
+    url, _ = server
+    clip = clip_bytes(600, size=(96, 64), rate=30)  # 20 s, every frame analysed at fps=30
+    before = _inferences(url, "hourglass")
+    with httpx.Client(timeout=30) as client:
+        with client.stream("POST", f"{url}/pose/video", params={"fps": 30, "detect": "false"},
+                           files={"video": ("c.mp4", clip, "video/mp4")}) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            next(lines), next(lines)  # two frames answered, then the client goes away
+    time.sleep(1.0)
+    settled = _inferences(url, "hourglass")
+    time.sleep(1.5)
+    after = _inferences(url, "hourglass")
+    assert after == settled, "frames are still being analysed for a client that left"
+    assert settled - before < 300  # stopped long before the clip's 600 frames
+    # and the clip slot came back: the next clip is served
+    r = httpx.post(f"{url}/pose/video", params={"detect": "false"}, files={"video": ("c.mp4", clip_bytes(6), "video/mp4")},
+                   timeout=30)
+    assert r.status_code == 200 and '"summary"' in r.text
