@@ -31,18 +31,21 @@ def draw_people(img: Image.Image, persons: Sequence[Person], skeleton: Sequence[
 
     Limbs by side (the person's right red, left green, centre blue) so left and right can be
     judged; each person's box and label in their own colour, the label on a backing of
-    that colour so it reads on any photo.
+    that colour so it reads on any photo. A tracked person (a clip's) is coloured and
+    labelled by their track id, so they keep both from frame to frame.
     """
     out = img.convert("RGB")
     w = max(2, round(max(out.size) / 200))
     font = ImageFont.load_default(size=max(12, 6 * w))
     for i, person in enumerate(persons):
-        colour = PALETTE[i % len(PALETTE)]
+        track = getattr(person, "track_id", None)  # a clip's person keeps their colour across frames
+        colour = PALETTE[(i if track is None else track - 1) % len(PALETTE)]
         out = draw_skeleton(out, [(k.x * scale, k.y * scale) for k in person.keypoints], skeleton, names, w)
         draw = ImageDraw.Draw(out)
         x, y, bw, bh = (v * scale for v in person.bbox)
         draw.rectangle([x, y, x + bw, y + bh], outline=colour, width=max(1, w // 2))
-        label = f"{i + 1}" + (f"  {person.score:.2f}" if person.score is not None else "")
+        label = (f"{i + 1}" if track is None else f"#{track}") + (
+            f"  {person.score:.2f}" if person.score is not None else "")
         left, top, right, bottom = draw.textbbox((x + w, y + w), label, font=font)
         draw.rectangle([x, y, right + w, bottom + w], fill=colour)
         draw.text((x + w, y + w), label, fill=(0, 0, 0), font=font)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-                           "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; "
+                           "img-src 'self' data: blob:; media-src blob:; connect-src 'self'; object-src 'none'; "
                            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 EVERY_RESPONSE = [(b"x-content-type-options", b"nosniff")]
 HTML_RESPONSE = [(b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),

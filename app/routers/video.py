@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from app.clip_analysis import ClipAnalysis
 from app.deps import DetectDep, Flip, MetricsDep, ModelDep, RegistryDep, SettingsDep, reject_unknown_fields
-from app.pipeline import coco_keypoints, flips, resolve_people, run_pose
-from app.schemas import ErrorResponse, Keypoint, TrackedPerson, VideoFrame, VideoSummary
-from app.tracking import PoseTracker
-from app.video import CONTENT_TYPES, Clip, Frame, VideoError, check_limits, sampled_frames
+from app.schemas import ErrorResponse
+from app.video import CONTENT_TYPES, Clip, VideoError, check_limits, sampled_frames
 
 router = APIRouter(prefix="/pose", tags=["video"], dependencies=[Depends(reject_unknown_fields)])
 
@@ -74,12 +71,10 @@ async def pose_video(
     except VideoError as exc:
         clip.close()
         raise http_error(exc) from None
-    tracker = PoseTracker(smooth=smooth, fps=rate, min_cutoff=settings.smooth_min_cutoff, beta=settings.smooth_beta)
-    flip_test = flips(m, flip, settings)
+    analysis = ClipAnalysis(m, reg, detect, settings, metrics, clip.info, rate, smooth, flip)
 
     async def lines():
-        start = time.perf_counter()
-        decode_s, pose_s, count, error = [], [], 0, None
+        error = None
         # One thread owns the clip: FFmpeg's decoder is advanced, and finally closed, there in
         # turn, so a client leaving mid-frame never closes the container under a running decode.
         worker = ThreadPoolExecutor(1, thread_name_prefix="video")
@@ -92,17 +87,8 @@ async def pose_video(
 
         async with slots:
             try:
-                while True:
-                    t = time.perf_counter()
-                    frame = await loop.run_in_executor(worker, next, frames, None)
-                    if frame is None:
-                        break
-                    decode_s.append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    line = await analyse(frame)
-                    pose_s.append(time.perf_counter() - t)
-                    count += 1
-                    yield line.model_dump_json() + "\n"
+                while (frame := await loop.run_in_executor(worker, next, frames, None)) is not None:
+                    yield (await analysis.frame(frame)).model_dump_json() + "\n"
             except VideoError as exc:
                 error = exc.detail
             except HTTPException as exc:  # a frame the pools refused (busy) or could not take
@@ -110,30 +96,6 @@ async def pose_video(
             finally:
                 worker.submit(close)
                 worker.shutdown(wait=False)
-        timing = {"total": round((time.perf_counter() - start) * 1e3, 2),
-                  "decode_p50": round(float(np.median(decode_s)) * 1e3, 2) if decode_s else 0.0,
-                  "pose_p50": round(float(np.median(pose_s)) * 1e3, 2) if pose_s else 0.0}
-        summary = VideoSummary(frames=count, tracks=tracker.seen, fps=round(rate, 3), width=clip.info.width,
-                               height=clip.info.height, duration_s=clip.info.duration_s, model=m.id,
-                               smooth=smooth, flip_test=flip_test, timing_ms=timing, error=error)
-        yield json.dumps({"summary": summary.model_dump()}) + "\n"
-
-    async def analyse(frame: Frame) -> VideoFrame:
-        t0 = time.perf_counter()
-        people = await resolve_people(reg, frame, None, detect, settings, metrics)
-        answer = await run_pose(m, frame, people, "none", False, t0, time.perf_counter() - t0, settings, metrics,
-                                flip)
-        points = [np.array([[k.x, k.y] for k in p.keypoints]) for p in answer.persons]
-        ids = tracker.update(frame.time_s, [p.bbox for p in answer.persons], points)
-        persons = []
-        for p, track_id, xy in zip(answer.persons, ids, points):
-            if smooth:
-                xy = tracker.smoothed(track_id, frame.time_s, xy)
-                p.keypoints = [Keypoint(**{**k.model_dump(), "x": round(float(x), 2), "y": round(float(y), 2),
-                                           "in_image": bool(0 <= x <= frame.width and 0 <= y <= frame.height)})
-                               for k, (x, y) in zip(p.keypoints, xy)]
-                p.coco_keypoints = coco_keypoints(m, p.keypoints)
-            persons.append(TrackedPerson(**p.model_dump(exclude={"heatmaps", "stages"}), track_id=track_id))
-        return VideoFrame(frame=frame.index, time_s=frame.time_s, persons=persons)
+        yield json.dumps({"summary": analysis.summary(error).model_dump()}) + "\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -2,6 +2,7 @@
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), ctx = canvas.getContext("2d");
 let models = [], file = null, photo = null, box = null, drag = null, result = null, heat = null, sel = 0;
+let clip = null;  // a video's analysis: {frames: [{frame, time_s, persons}], summary}
 const COLORS = { right: "#e63c3c", left: "#3cc85a", centre: "#468cff" };
 // One outline colour per person, as /pose/render draws them (none of them the limbs' red, green
 // or blue: limbs are coloured by side, the person's right red, left green, centre blue).
@@ -44,7 +45,12 @@ function fillJoints() {
 
 function scale() { return canvas.width / photo.width; }
 
+function setFile(f) {
+  if (f.type.startsWith("video/")) setVideo(f); else setPhoto(f);
+}
+
 function setPhoto(f) {
+  $("clip").hidden = true; $("clip").removeAttribute("src"); canvas.classList.remove("overlay"); clip = null;
   file = f; box = null; result = null; heat = null; sel = 0; $("compare").replaceChildren(); $("kp").replaceChildren();
   const img = new Image();
   img.onload = () => {
@@ -150,6 +156,7 @@ async function run() {
   const model = $("model").value;
   $("status").textContent = "running…"; $("compare").replaceChildren();
   try {
+    if (!photo && file) { await runVideo(); return; }
     if (model === "__all__") {
       const res = await post(`/pose/compare?${query({ stages: "true" })}`);
       $("compare").replaceChildren();
@@ -198,11 +205,92 @@ async function loadHeat() {
   canvas.dataset.heatmap = maps.name;
 }
 
+// Video: the clip plays in its own element; the canvas over it draws the analysed frame
+// nearest before the playing time, every tracked person in their own outline colour.
+function setVideo(f) {
+  file = f; photo = null; box = null; result = null; heat = null; clip = null;
+  $("compare").replaceChildren(); $("kp").replaceChildren();
+  const v = $("clip");
+  v.onloadedmetadata = () => {
+    canvas.width = v.videoWidth; canvas.height = v.videoHeight; canvas.classList.add("overlay");
+    $("run").disabled = false; drawVideo();
+  };
+  v.onerror = () => { $("status").textContent = "this browser cannot play the clip; it can still be analysed"; $("run").disabled = false; };
+  v.src = URL.createObjectURL(f); v.hidden = false;
+}
+
+function frameAt(t) {
+  const frames = clip ? clip.frames : [];
+  let lo = 0, hi = frames.length - 1, found = null;
+  while (lo <= hi) {  // the last analysed frame at or before t
+    const mid = (lo + hi) >> 1;
+    if (frames[mid].time_s <= t + 1e-3) { found = frames[mid]; lo = mid + 1; } else hi = mid - 1;
+  }
+  return found;
+}
+
+function drawVideo() {
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const f = frameAt($("clip").currentTime);
+  if (!f) return;
+  const m = models.find((x) => x.id === clip.summary.model);
+  for (const p of f.persons) {
+    const colour = PALETTE[(p.track_id - 1) % PALETTE.length];
+    ctx.strokeStyle = colour; ctx.lineWidth = 2;
+    ctx.strokeRect(p.bbox[0], p.bbox[1], p.bbox[2], p.bbox[3]);
+    drawSkeleton(m, p.keypoints, null, 1);
+    const label = `#${p.track_id}`;
+    ctx.font = "bold 14px system-ui";
+    ctx.fillStyle = colour; ctx.fillRect(p.bbox[0], p.bbox[1], ctx.measureText(label).width + 8, 18);
+    ctx.fillStyle = "#000"; ctx.fillText(label, p.bbox[0] + 4, p.bbox[1] + 14);
+  }
+  canvas.dataset.frame = String(f.frame);
+}
+
+async function runVideo() {
+  const v = $("clip"), chosen = $("model").value;
+  const params = { smooth: "true" };
+  if (chosen !== "__all__") params.model = chosen;
+  if ($("flip").checked) params.flip = "true";
+  const body = new FormData(); body.append("video", file);
+  const r = await fetch(`/pose/video?${new URLSearchParams(params)}`, { method: "POST", body });
+  if (!r.ok) throw new Error(`${r.status}: ${JSON.stringify((await r.json()).detail)}`);
+  const reader = r.body.getReader(), text = new TextDecoder();
+  const frames = []; let pending = "", summary = null;
+  clip = { frames, summary: { model: params.model || "hourglass" } };
+  for (;;) {  // JSON lines as they arrive: the skeletons appear while the clip is analysed
+    const { done, value } = await reader.read();
+    if (done) break;
+    pending += text.decode(value, { stream: true });
+    let end;
+    while ((end = pending.indexOf("\n")) >= 0) {
+      const line = JSON.parse(pending.slice(0, end)); pending = pending.slice(end + 1);
+      if (line.summary) summary = line.summary; else frames.push(line);
+    }
+    $("status").textContent = `analysed ${frames.length} frames…`; drawVideo();
+  }
+  clip.summary = summary;
+  $("status").textContent = `${summary.model}: ${summary.frames} frames at ${summary.fps} fps, ` +
+    `${summary.tracks} tracked person(s), ${(summary.timing_ms.total / 1000).toFixed(1)} s` +
+    (summary.error ? `; stopped: ${summary.error}` : "");
+  canvas.dataset.tracks = String(summary.tracks);
+  drawVideo();
+}
+
+function tick() { if (clip) drawVideo(); }
+$("clip").addEventListener("timeupdate", tick);
+$("clip").addEventListener("seeked", tick);
+(function follow() {  // redraw with every displayed video frame while it plays
+  const v = $("clip");
+  if (v.requestVideoFrameCallback) v.requestVideoFrameCallback(() => { tick(); follow(); });
+  else requestAnimationFrame(() => { tick(); follow(); });
+})();
+
 $("drop").onclick = () => $("file").click();
-$("file").onchange = (e) => e.target.files[0] && setPhoto(e.target.files[0]);
+$("file").onchange = (e) => e.target.files[0] && setFile(e.target.files[0]);
 $("drop").ondragover = (e) => { e.preventDefault(); $("drop").classList.add("over"); };
 $("drop").ondragleave = () => $("drop").classList.remove("over");
-$("drop").ondrop = (e) => { e.preventDefault(); $("drop").classList.remove("over"); if (e.dataTransfer.files[0]) setPhoto(e.dataTransfer.files[0]); };
+$("drop").ondrop = (e) => { e.preventDefault(); $("drop").classList.remove("over"); if (e.dataTransfer.files[0]) setFile(e.dataTransfer.files[0]); };
 $("run").onclick = run;
 $("clearbox").onclick = () => { box = null; draw(); };
 $("joint").onchange = async () => { await loadHeat(); draw(); };

@@ -61,3 +61,24 @@ def test_pycocotools_reads_the_results_against_coco_ground_truth(model_dir, tmp_
         ev.accumulate()
         ev.summarize()
     assert 0 <= ev.stats[0] <= 1
+
+
+def test_a_video_becomes_json_lines_and_a_rendered_mp4(model_dir, tmp_path, capsys):
+    av = pytest.importorskip("av")
+    from tests.helpers import clip_bytes
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "walk.mp4").write_bytes(clip_bytes(12, size=(96, 64), rate=10))
+    (tmp_path / "in" / "broken.mp4").write_bytes(b"not a video")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    main(parser.parse_args([str(tmp_path / "in"), "--model-dir", str(model_dir), "--no-detect", "--fps", "5",
+                            "--smooth", "--out-dir", str(tmp_path / "out"), "--render", str(tmp_path / "renders")]))
+    rows = [json.loads(line) for line in (tmp_path / "out" / "walk.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in rows[:-1]] == [0, 2, 4, 6, 8, 10]
+    assert rows[-1]["summary"]["frames"] == 6 and rows[-1]["summary"]["smooth"] is True
+    assert all(p["track_id"] == 1 for r in rows[:-1] for p in r["persons"])
+    err = capsys.readouterr().err
+    assert "broken.mp4" in err and "1 videos" in err
+    with av.open(str(tmp_path / "renders" / "walk.mp4")) as rendered:
+        assert sum(1 for _ in rendered.decode(video=0)) == 6

@@ -170,3 +170,47 @@ def test_the_page_fits_the_window_and_a_dragged_box_lands_under_the_pointer(serv
     assert box["y"] == pytest.approx(photo_h / 4, abs=0.02 * photo_h)
     assert box["w"] == pytest.approx(photo_w / 2, abs=0.02 * photo_w)
     assert box["h"] == pytest.approx(photo_h / 2, abs=0.02 * photo_h)
+
+
+@pytest.mark.parametrize("width", [390, 1300])
+def test_a_clip_plays_with_its_tracked_skeletons_in_sync(server, browser, tmp_path, width):
+    """Upload a clip of a real athlete walking: the page analyses it, draws the tracked
+    skeleton over the playing clip, and seeking redraws the frame under the playhead."""
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.helpers import clip_bytes
+
+    pytest.importorskip("av")
+    url, _ = server
+    if not LSP_PHOTO.exists():
+        pytest.skip("needs a real photo with people (../shared datasets)")
+    person = np.asarray(Image.open(LSP_PHOTO).convert("RGB").resize((120, 160)))
+
+    def draw(i: int) -> np.ndarray:
+        frame = np.full((240, 320, 3), 110, np.uint8)
+        frame[40:200, 20 + 8 * i: 140 + 8 * i] = person
+        return frame
+
+    video = tmp_path / "walk.webm"
+    video.write_bytes(clip_bytes(20, "webm", "libvpx-vp9", size=(320, 240), rate=10, draw=draw))
+    browser.set_window_size(width, 900)
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 30)
+    browser.find_element(By.ID, "file").send_keys(str(video))
+    wait.until(lambda d: d.find_element(By.ID, "run").is_enabled())
+    assert browser.execute_script("return document.getElementById('clip').videoWidth") == 320
+    browser.find_element(By.ID, "run").click()
+    wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-tracks") is not None)
+    assert int(browser.find_element(By.ID, "canvas").get_attribute("data-tracks")) >= 1
+    assert "frames at" in browser.find_element(By.ID, "status").text
+    frames = browser.execute_script("return clip.frames.map((f) => f.persons.length)")
+    assert len(frames) == 20 and sum(n > 0 for n in frames) >= 15
+    colours = canvas_colour_counts(browser)
+    assert colours["red"] + colours["green"] > 20  # a skeleton over the first frame
+    browser.execute_script("document.getElementById('clip').currentTime = 1.55")
+    wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-frame") == "15")
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    assert csp_violations(browser) == []
