@@ -12,7 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("app.serve", "run the HTTP service (configure with POSE_* variables)"),
-    "predict": ("app.predict", "photos and folders → COCO keypoint results JSON (and renders), no server"),
+    "predict": ("app.predict", "photos, videos and folders → COCO keypoint results JSON / JSON lines (and renders), no server"),
     "cache": ("models.data", "decode LSP+LSPET+coco_train once into a crop cache (.npz)"),
     "train": ("models.train", "train one architecture on the crop cache (resumable)"),
     "eval": ("models.evaluate", "PCK on the LSP test half (and coco_dev) of an ONNX file or checkpoint"),
@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "soak": ("benchmarks.soak", "drive a real server with concurrent clients; latency, errors, RSS"),
     "stress": ("benchmarks.stress", "attack a loopback server: bursts, expensive images, stalled clients"),
     "profile": ("benchmarks.profile", "where a request's CPU time goes in the server (py-spy)"),
+    "bench-video": ("benchmarks.video", "POST /pose/video: frames/s with 1 and 4 people, RSS over a long clip, /pose beside it"),
     "ab": ("benchmarks.ab", "this checkout's server against another checkout's, alternating requests"),
 }
 

@@ -56,3 +56,18 @@ def test_per_person_section_times_every_model_with_and_without_the_flip(model_di
     peers = [r for r in rows if "peer" in r]
     assert len(peers) == (1 if (per_person.PEERS_DIR / "movenet_lightning.onnx").exists() else 0)
     assert (tmp_path / "acc.png").exists() or not any(r[0] != "–" for r in rows.values())
+
+
+def test_video_bench_measures_frames_per_second_memory_and_interference(model_dir, tmp_path):
+    pytest.importorskip("av")
+    from benchmarks.video import SINGLE, measure, report
+    from tests.helpers import DATA
+
+    if not (DATA / SINGLE).exists():
+        pytest.skip("needs the LSP photo the clips are made of")
+    result = measure(model_dir, str(DATA), seconds=1.0, long_seconds=2.0, n=3)
+    assert set(result["fps"]) == {1, 4} and all(f["frames"] == 15 and f["fps"] > 0 for f in result["fps"].values())
+    assert result["long"]["rss_max_mb"] >= result["long"]["rss_start_mb"] > 50
+    assert result["long"]["pose_requests"] >= 1 and result["pose_alone_ms"] > 0
+    text = report(result)
+    assert "| 4 | 15 |" in text and "while the clip was analysed" in text
