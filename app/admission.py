@@ -34,7 +34,7 @@ def runners_for(registry: Registry, settings: Settings, path: str, query: bytes
         except KeyError:  # the route answers 404 for it
             runners = []
     else:
-        model = registry.models.get(first.get("model") or settings.default_model)
+        model = registry.models.get(first.get("model") or registry.default_for(settings.default_model))
         runners = [] if model is None else [(model.id, model.runner)]
     detects = not first.get("bbox") and first.get("detect", "true").lower() not in FALSE_VALUES
     if detects and registry.detector is not None:

@@ -44,10 +44,10 @@ DecoderDep = Annotated[DecodePool, Depends(get_decoder)]
 
 async def selected_model(
         reg: RegistryDep, settings: SettingsDep,
-        model: Annotated[str | None, Query(description="architecture id from GET /models; default from "
-                                                       "POSE_DEFAULT_MODEL", max_length=64)] = None,
+        model: Annotated[str | None, Query(description="model id from GET /models; default: GET /models' "
+                                                       "default_model (POSE_DEFAULT_MODEL)", max_length=64)] = None,
 ) -> LoadedModel:
-    name = model or settings.default_model
+    name = model or reg.default_for(settings.default_model)
     if not reg.models:
         raise HTTPException(503, "no pose model is loaded on this server")
     if name in reg.models:

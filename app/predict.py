@@ -82,7 +82,7 @@ async def predict(paths: list[Path], args: argparse.Namespace) -> tuple[list[dic
     failed: list[str] = []
     videos: list[Path] = []
     try:
-        model = registry.models.get(args.model or settings.default_model)
+        model = registry.models.get(args.model or registry.default_for(settings.default_model))
         if model is None:
             raise SystemExit(f"poseserve predict: no model {args.model!r}; available: {sorted(registry.models)}")
         files = list(image_files(paths))
@@ -189,7 +189,8 @@ class VideoRender:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="images, videos and folders of them")
-    p.add_argument("--model", help="pose model id (default: POSE_DEFAULT_MODEL, hourglass)")
+    p.add_argument("--model", help="pose model id (default: POSE_DEFAULT_MODEL: the hourglass, or its int8 variant where "
+                                                      "that costs at most half a point)")
     p.add_argument("--model-dir", type=Path, help="default: POSE_MODEL_DIR or the shipped models")
     p.add_argument("--out", type=Path, help="COCO keypoint results JSON (default: standard output)")
     p.add_argument("--render", type=Path, help="also write each photo (PNG) and video (mp4) with its skeletons "

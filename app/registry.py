@@ -33,6 +33,8 @@ from models.manifest import Artifact, DetectorManifest, PoseManifest, load_manif
 from models.runtime import choose_providers, create_session
 
 log = logging.getLogger("poseserve.registry")
+# The int8 variant becomes the CPU default only when it costs at most half a point of PCK.
+DEFAULT_INT8_MAX_DROP = 0.005
 
 
 class ModelLoadError(Exception):
@@ -97,6 +99,22 @@ class Registry:
         if self.detector is not None:
             graphs[self.detector.id] = self.detector.pool.providers
         return graphs
+
+    def default_for(self, name: str) -> str:
+        """The model a request that names none gets: ``name`` (``POSE_DEFAULT_MODEL``), or
+        its int8 variant on a CPU server when that variant is faster and its measured LSP
+        PCK@0.2 drop is at most ``DEFAULT_INT8_MAX_DROP`` (``name`` ``auto`` = hourglass)."""
+        if name != "auto":
+            return name
+        plain = [m.id for m in self.models.values() if m.manifest.variant is None]
+        base = "hourglass" if "hourglass" in plain or not plain else plain[0]
+        int8 = self.models.get(f"{base}-int8")
+        on_cpu = base in self.models and self.models[base].pool.providers[0] == "CPUExecutionProvider"
+        decision = int8.manifest.int8_decision if int8 else None
+        if on_cpu and decision and decision["pck_drop"] <= DEFAULT_INT8_MAX_DROP and \
+                decision["p50_ms_int8"] < decision["p50_ms_fp32"]:
+            return f"{base}-int8"
+        return base
 
     def compared(self, ids: str | None) -> list[LoadedModel]:
         """The models ``/pose/compare`` runs: ``ids`` (comma-separated) in that order, or by

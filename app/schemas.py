@@ -132,6 +132,7 @@ class DetectorInfo(BaseModel):
 
 
 class ModelsResponse(BaseModel):
+    default_model: str = Field(description="the model a request that names none gets")
     models: list[ModelInfo] = Field(description="the pose models")
     detector: DetectorInfo | None = Field(None, description="the person detector in front of them; null "
                                                             "when none is loaded (then send bbox or detect=false)")

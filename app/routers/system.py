@@ -34,7 +34,8 @@ async def list_models(reg: RegistryDep, settings: SettingsDep) -> ModelsResponse
                                 classes=d.classes, score_threshold=d.score_threshold,
                                 iou_threshold=d.iou_threshold, origin=d.origin, licence=d.licence,
                                 providers=reg.detector.pool.providers)
-    return ModelsResponse(models=infos, detector=detector, unavailable=reg.failed, skipped=reg.skipped)
+    return ModelsResponse(default_model=reg.default_for(settings.default_model), models=infos, detector=detector,
+                          unavailable=reg.failed, skipped=reg.skipped)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

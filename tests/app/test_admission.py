@@ -56,7 +56,7 @@ def app_with(model_dir):
 def test_the_pools_a_request_needs_are_known_from_its_query(client):
     reg, settings = client.app.state.registry, client.app.state.settings
     ids = lambda path, q: [g for g, _ in runners_for(reg, settings, path, q)]  # noqa: E731
-    assert ids("/pose", b"") == [settings.default_model, "person_detector"]
+    assert ids("/pose", b"") == [reg.default_for(settings.default_model), "person_detector"]
     assert ids("/pose", b"model=cpm&detect=false") == ["cpm"]
     assert ids("/pose/render", b"model=cpm&bbox=1,2,30,40") == ["cpm"]
     assert ids("/pose", b"model=nope") == ["person_detector"]  # the 404 is the endpoint's to give

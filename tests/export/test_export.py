@@ -123,6 +123,15 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
         fp32 = registry.models["cpm"].pool.sessions[0].run(None, x)
         int8 = registry.models["cpm-int8"].pool.sessions[0].run(None, x)
         assert [a.shape for a in fp32] == [b.shape for b in int8]
+        # a request naming no model: the int8 variant on CPU when it costs <= half a point and is faster
+        base = registry.default_for("auto")
+        assert base == "cpm"  # no hourglass here: the first model; its int8 has no measured decision yet
+        int8_manifest = registry.models["cpm-int8"].manifest
+        for drop, faster, expected in ((0.004, True, "cpm-int8"), (0.006, True, "cpm"), (0.001, False, "cpm")):
+            int8_manifest.int8_decision = {"pck_drop": drop, "p50_ms_fp32": 10.0,
+                                           "p50_ms_int8": 5.0 if faster else 12.0, "shipped": True}
+            assert registry.default_for("auto") == expected
+        assert registry.default_for("cpm") == "cpm"  # a named default is taken as it is
     finally:
         registry.close()
 
