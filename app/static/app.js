@@ -3,6 +3,7 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), ctx = canvas.getContext("2d");
 let models = [], file = null, photo = null, box = null, drag = null, result = null, heat = null, sel = 0;
 let clip = null;  // a video's analysis: {frames: [{frame, time_s, persons}], summary}
+let defaultModel = null;  // GET /models' default_model
 const COLORS = { right: "#e63c3c", left: "#3cc85a", centre: "#468cff" };
 // One outline colour per person, as /pose/render draws them (none of them the limbs' red, green
 // or blue: limbs are coloured by side, the person's right red, left green, centre blue).
@@ -20,14 +21,16 @@ function limbColor(names, a, b) {
 
 async function loadModels() {
   const r = await fetch("/models");
-  models = (await r.json()).models;
+  const listed = await r.json();
+  models = listed.models;
   for (const m of models) {
     const o = document.createElement("option");
     const acc = m.accuracy ? ` — PCK@0.2 ${m.accuracy["pck@0.2"].toFixed(3)}` : "";
     o.value = m.id; o.textContent = `${m.id} (${m.architecture})${acc}`;
     $("model").appendChild(o);
   }
-  const def = models.find((m) => m.id === "hourglass") || models[0];
+  const def = models.find((m) => m.id === listed.default_model) || models[0];
+  defaultModel = def ? def.id : null;
   if (def) $("model").value = def.id;
   fillJoints();
 }
@@ -249,15 +252,14 @@ function drawVideo() {
 
 async function runVideo() {
   const v = $("clip"), chosen = $("model").value;
-  const params = { smooth: "true" };
-  if (chosen !== "__all__") params.model = chosen;
+  const params = { smooth: "true", model: chosen === "__all__" ? defaultModel : chosen };  // one model per clip
   if ($("flip").checked) params.flip = "true";
   const body = new FormData(); body.append("video", file);
   const r = await fetch(`/pose/video?${new URLSearchParams(params)}`, { method: "POST", body });
   if (!r.ok) throw new Error(`${r.status}: ${JSON.stringify((await r.json()).detail)}`);
   const reader = r.body.getReader(), text = new TextDecoder();
   const frames = []; let pending = "", summary = null;
-  clip = { frames, summary: { model: params.model || "hourglass" } };
+  clip = { frames, summary: { model: params.model } };
   for (;;) {  // JSON lines as they arrive: the skeletons appear while the clip is analysed
     const { done, value } = await reader.read();
     if (done) break;
