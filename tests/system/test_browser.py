@@ -21,18 +21,9 @@ LSP_PHOTO = DATA / "lsp" / "images" / "im1003.jpg"
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
+    from benchmarks.screenshot import chrome  # the docs screenshot is taken the same way
 
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1300,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP violations
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = chrome(tmp_path / "profile")
     yield driver
     driver.quit()
 
