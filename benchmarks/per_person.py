@@ -38,6 +38,16 @@ class Point:
         return float(np.median(self.samples[case])) if self.samples.get(case) else None
 
 
+def timing_cases(x1: np.ndarray, crowd: int, flip_inside: bool = False) -> dict[str, tuple[np.ndarray, int]]:
+    """case → (the batch one run takes, the people it answers): one crop and a crowd, each
+    plain and with the mirror images appended (a graph with the flip inside mirrors itself)."""
+    xs = np.repeat(x1, crowd, axis=0)
+    if flip_inside:
+        return {"batch 1 + flip": (x1, 1), f"batch {crowd} + flip": (xs, crowd)}
+    return {"batch 1": (x1, 1), f"batch {crowd}": (xs, crowd),
+            "batch 1 + flip": (with_mirrors(x1), 1), f"batch {crowd} + flip": (with_mirrors(xs), crowd)}
+
+
 def _timed_per_person(run, people: int, n: int) -> list[float]:
     from benchmarks.bench import timed
 
@@ -64,12 +74,7 @@ def measure(model_dir: Path, threads: int, n: int, crowd: int, data: str | None)
             plain, flip_acc = None, plain
         session, size = m.pool.sessions[0], m.input_size
         x1 = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32)
-        xs = np.repeat(x1, crowd, axis=0)
-        cases = {"batch 1": (x1, 1), f"batch {crowd}": (xs, crowd)}
-        if not m.manifest.flip_test:
-            cases.update({"batch 1 + flip": (with_mirrors(x1), 1), f"batch {crowd} + flip": (with_mirrors(xs), crowd)})
-        else:  # the graph mirrors inside: its batch-1 run is already flipped
-            cases = {"batch 1 + flip": (x1, 1), f"batch {crowd} + flip": (xs, crowd)}
+        cases = timing_cases(x1, crowd, m.manifest.flip_test)
         runs.append((Point(m.id, plain, flip_acc),
                      {case: (lambda s=session, x=x: s.run(None, {"image": x}), people)
                       for case, (x, people) in cases.items()}))
