@@ -27,6 +27,7 @@ class ClipAnalysis:
         self.decode_s: list[float] = []
         self.pose_s: list[float] = []
         self.started = time.perf_counter()
+        self.size = (info.width, info.height)  # as displayed, once a frame says (a phone's rotation)
 
     async def frame(self, frame: Frame) -> VideoFrame:
         """Every person of this frame, with their track id (and smoothed keypoints)."""
@@ -45,6 +46,7 @@ class ClipAnalysis:
                                for k, (x, y) in zip(p.keypoints, xy)]
                 p.coco_keypoints = coco_keypoints(self.m, p.keypoints)
             persons.append(TrackedPerson(**p.model_dump(exclude={"heatmaps", "stages"}), track_id=track_id))
+        self.size = (frame.width, frame.height)
         self.decode_s.append(frame.decode_s)
         self.pose_s.append(time.perf_counter() - t0)
         return VideoFrame(frame=frame.index, time_s=frame.time_s, persons=persons)
@@ -54,8 +56,8 @@ class ClipAnalysis:
             return round(float(np.median(xs)) * 1e3, 2) if xs else 0.0
 
         return VideoSummary(
-            frames=len(self.pose_s), tracks=self.tracker.seen, fps=round(self.fps, 3), width=self.info.width,
-            height=self.info.height, duration_s=self.info.duration_s, model=self.m.id, smooth=self.smooth,
+            frames=len(self.pose_s), tracks=self.tracker.seen, fps=round(self.fps, 3), width=self.size[0],
+            height=self.size[1], duration_s=self.info.duration_s, model=self.m.id, smooth=self.smooth,
             flip_test=flips(self.m, self.flip, self.settings), error=error,
             timing_ms={"total": round((time.perf_counter() - self.started) * 1e3, 2),
                        "decode_p50": p50(self.decode_s), "pose_p50": p50(self.pose_s)})

@@ -123,6 +123,18 @@ class Frame:
         return self.image, 1.0
 
 
+# A phone records portrait video as landscape frames plus a display matrix whose angle
+# (FFmpeg's, counterclockwise) players apply: turning the stored frame counterclockwise by it.
+_TURN = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+
+
+def upright(image: Image.Image, rotation: float) -> Image.Image:
+    """The frame as a player displays it (keypoints are then in the displayed frame's pixels):
+    ``rotation`` is the frame's display-matrix angle (``VideoFrame.rotation``)."""
+    turn = _TURN.get(round(rotation) % 360)
+    return image.transpose(turn) if turn is not None else image
+
+
 def sampled_frames(clip: Clip, fps: float, settings: Settings) -> Iterator[Frame]:
     """Decode the clip and yield the frames analysed at ``fps``; limits enforced as it goes.
 
@@ -152,7 +164,7 @@ def sampled_frames(clip: Clip, fps: float, settings: Settings) -> Iterator[Frame
                 raise VideoError(413, f"more than {settings.video_max_frames} frames to analyse "
                                       "(POSE_VIDEO_MAX_FRAMES): ask a lower fps")
             next_tick = max(next_tick + period, t + period / 2)  # a gap in the clip does not cause a burst
-            image = frame.to_image()  # RGB24
+            image = upright(frame.to_image(), getattr(frame, "rotation", 0))  # RGB24, as players show it
             yield Frame(index, round(t, 4), image, decode_s=time.perf_counter() - start)
     except av.FFmpegError as exc:
         raise VideoError(422, f"the video stream is damaged: {exc.strerror or 'decoding failed'}") from None

@@ -212,3 +212,19 @@ def test_two_walking_people_keep_their_ids_and_their_keypoints_follow_them(shipp
     assert len(xa) == len(xb) == 12
     moved_a, moved_b = xa[-1] - xa[0], xb[-1] - xb[0]
     assert moved_a == pytest.approx(11 * step, abs=15) and moved_b == pytest.approx(-11 * step, abs=15)
+
+
+def test_frames_are_turned_upright_as_players_show_them():
+    from PIL import Image
+
+    from app.video import upright
+
+    stored = Image.new("RGB", (4, 2))
+    stored.putpixel((0, 0), (255, 0, 0))  # top-left of the stored landscape frame
+    # a phone held upright: display matrix -90 (shown turned 90° clockwise): portrait, red at top-right
+    shown = upright(stored, -90)
+    assert shown.size == (2, 4) and shown.getpixel((1, 0)) == (255, 0, 0)
+    shown = upright(stored, 90)  # turned counterclockwise: red at bottom-left
+    assert shown.size == (2, 4) and shown.getpixel((0, 3)) == (255, 0, 0)
+    assert upright(stored, 180).getpixel((3, 1)) == (255, 0, 0)
+    assert upright(stored, 0) is stored
