@@ -1,4 +1,4 @@
-"""The detector and whole-photo requests, for ``poseserve bench`` (issue #12's numbers).
+"""The detector and whole-photo requests, for ``poseserve bench``.
 
 Group photos are composed from one LSP test photo of a single person, tiled 1, 3 and 6
 times, so the only thing that changes between them is the number of people. Measured:
@@ -36,7 +36,7 @@ def section(client, model_dir: Path, model: str, data: str | None, n: int, threa
     from models.manifest import load_manifest
     from models.runtime import create_session
 
-    lines = ["", "## Person detection and whole photos (issue #12)", ""]
+    lines = ["", "## Person detection and whole photos", ""]
     root = Path(data or os.environ.get("POSE_DATA_DIR", "../shared/datasets"))
     detector_json = model_dir / "person_detector.json"
     if not (root / SINGLE).exists() or not detector_json.exists():

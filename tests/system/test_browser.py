@@ -61,6 +61,7 @@ def test_upload_shows_skeleton_heatmap_and_stages(server, browser, tmp_path):
     wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-drawn") == "hourglass")
     after = canvas_colour_counts(browser)
     assert after["red"] > before["red"] + 20 and after["green"] > before["green"] + 20, (before, after)
+    assert not browser.find_element(By.ID, "clip").is_displayed()  # a photo shows no video player
     assert len(browser.find_elements(By.CSS_SELECTOR, "#kp tr")) == 20  # header + 19 joints
     people = len(browser.find_elements(By.CSS_SELECTOR, "#person option"))
     assert people >= 1 and "person(s)" in browser.find_element(By.ID, "status").text
@@ -193,6 +194,7 @@ def test_a_clip_plays_with_its_tracked_skeletons_in_sync(server, browser, tmp_pa
     browser.find_element(By.ID, "file").send_keys(str(video))
     wait.until(lambda d: d.find_element(By.ID, "run").is_enabled())
     assert browser.execute_script("return document.getElementById('clip').videoWidth") == 320
+    assert browser.find_element(By.ID, "clip").is_displayed()
     browser.find_element(By.ID, "run").click()
     wait.until(lambda d: d.find_element(By.ID, "canvas").get_attribute("data-tracks") is not None)
     assert int(browser.find_element(By.ID, "canvas").get_attribute("data-tracks")) >= 1
