@@ -1,9 +1,10 @@
-"""``poseserve stress``: attack a loopback server as the hardening issue did, and measure.
+"""``poseserve stress``: attack a loopback server with bursts, expensive images, stalled clients
+and the costliest requests the API accepts, and measure.
 
 Bounded in count and time, loopback only, stops by itself. Scenarios:
 
 1. burst: N small requests released at once (each on its own connection); statuses + wall time.
-2. expensive images: the issue's 6324×6324 RGBA PNG (over the weighted decode budget) and
+2. expensive images: a 6324×6324 RGBA PNG (over the weighted decode budget) and
    the largest RGBA PNG under it; per request, the server's CPU seconds and RSS; then a
    normal request's latency while 8 of them hit ``/pose`` and 4 hit ``/pose/render``, and
    the server's RSS growth meanwhile.
@@ -292,13 +293,12 @@ sent every 0.1 s; the normal request's p50 / max latency, and the server's RSS g
 |---|---|---|---|---|---|---|---|
 {rows}
 
-The issue's image (40 M pixels of RGBA) weighs 53 M RGB-pixel equivalents against the
+The first image (40 M pixels of RGBA) weighs 53 M RGB-pixel equivalents against the
 40 M budget (`POSE_MAX_PIXELS`, weighted by mode): refused from its header, before a
 pixel is decoded. The second image is the largest RGBA square under the budget: it is
 decoded once per request, in the decode pool (`POSE_DECODE_WORKERS` = 1), reduced to
 `POSE_DECODE_MAX_SIDE` before its alpha is composited, and never on the event loop or in
-an inference slot. Before these changes (the issue's measurements) the 6324² image cost
-~2 s CPU and ~650 MB per request, and 16 of them held other requests up for 8–10 s.
+an inference slot.
 
 ## Stalled clients
 
@@ -311,7 +311,6 @@ With {s['hanging_clients']} such clients hanging at once, normal requests were a
 {s['normal_statuses_while_hanging']} with p50 {s['normal_p50_s_while_hanging']} s. The deadlines are
 `POSE_HEADER_TIMEOUT_S` and `POSE_READ_TIMEOUT_S` (10 s each); a body that keeps dripping is
 cut at `POSE_BODY_TIMEOUT_S` (120 s; tested, not stressed here: it would take two minutes).
-Before, such connections stayed open indefinitely; a burst of 200 got 158 answers of 503.
 {memory_section}"""
 
 
