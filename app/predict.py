@@ -63,7 +63,7 @@ class Progress:
             print(file=sys.stderr)
 
 
-async def predict(paths: list[Path], args: argparse.Namespace) -> tuple[list[dict], list[str], list[Path]]:
+async def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[dict], list[str], list[Path]]:
     from fastapi import HTTPException
 
     from app.imaging import ImageError
@@ -85,7 +85,6 @@ async def predict(paths: list[Path], args: argparse.Namespace) -> tuple[list[dic
         model = registry.models.get(args.model or registry.default_for(settings.default_model))
         if model is None:
             raise SystemExit(f"poseserve predict: no model {args.model!r}; available: {sorted(registry.models)}")
-        files = list(image_files(paths))
         progress = Progress(len(files))
         params = DetectParams(not args.no_detect, args.min_person_score, args.max_persons)
         for index, path in enumerate(files, start=1):
@@ -139,7 +138,7 @@ async def predict_video(path: Path, model, registry, params, settings, metrics, 
         fps = clip.info.analysis_fps(args.fps, settings.video_fps)
         check_limits(clip.info, fps, settings)
         analysis = ClipAnalysis(model, registry, params, settings, metrics, clip.info, fps, args.smooth, args.flip)
-        writer = VideoRender(args.render / f"{path.stem}.mp4", clip.info, fps, model) if args.render else None
+        writer = VideoRender(args.render / f"{path.stem}.mp4", fps, model) if args.render else None
         error = None
         with (out_dir / f"{path.stem}.jsonl").open("w") as out:
             try:
@@ -159,31 +158,36 @@ async def predict_video(path: Path, model, registry, params, settings, metrics, 
 
 
 class VideoRender:
-    """An mp4 of the analysed frames with every tracked skeleton drawn (H.264, yuv420p)."""
+    """An mp4 of the analysed frames with every tracked skeleton drawn (H.264, yuv420p), at
+    the size of the frames as shown (a phone clip's are turned upright): the first one's."""
 
-    def __init__(self, path: Path, info, fps: float, model) -> None:
+    def __init__(self, path: Path, fps: float, model) -> None:
         import av
 
         path.parent.mkdir(parents=True, exist_ok=True)
         self.model = model
         self.container = av.open(str(path), "w")
         self.stream = self.container.add_stream("libx264", rate=round(fps))
-        self.stream.width, self.stream.height = info.width // 2 * 2, info.height // 2 * 2  # yuv420p: even
         self.stream.pix_fmt = "yuv420p"
+        self.sized = False
 
     def add(self, image, persons) -> None:
         import av
 
         from app.render import draw_people
 
+        if not self.sized:
+            self.stream.width, self.stream.height = image.width // 2 * 2, image.height // 2 * 2  # yuv420p: even
+            self.sized = True
         drawn = draw_people(image, persons, self.model.manifest.skeleton, self.model.manifest.keypoints)
         drawn = drawn.crop((0, 0, self.stream.width, self.stream.height))
         for packet in self.stream.encode(av.VideoFrame.from_image(drawn)):
             self.container.mux(packet)
 
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
+        if self.sized:  # a clip with no frame analysed has no stream to flush
+            for packet in self.stream.encode():
+                self.container.mux(packet)
         self.container.close()
 
 
@@ -208,9 +212,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    results, failed, videos = asyncio.run(predict(args.paths, args))
+    files = list(image_files(args.paths))
+    results, failed, videos = asyncio.run(predict(files, args))
     images = len({r["file_name"] for r in results})
-    if any(not is_video(p) for p in image_files(args.paths)) or not videos:  # the photos' COCO results
+    if any(not is_video(p) for p in files) or not videos:  # the photos' COCO results
         text = json.dumps(results, indent=1) + "\n"
         if args.out:
             args.out.write_text(text)

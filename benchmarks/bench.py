@@ -145,6 +145,7 @@ class Server:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.2)
+        self.close()  # never leave a half-started server behind on the shared cores
         raise RuntimeError("server did not start")
 
     def close(self) -> None:
@@ -152,10 +153,11 @@ class Server:
         self.proc.wait(30)
 
 
-def multipart(image: bytes, filename: str = "p.jpg", mime: str = "image/jpeg") -> tuple[bytes, str]:
-    """A multipart/form-data body with ``image`` as the ``image`` field: (body, Content-Type)."""
+def multipart(image: bytes, filename: str = "p.jpg", mime: str = "image/jpeg", field: str = "image"
+              ) -> tuple[bytes, str]:
+    """A multipart/form-data body with ``image`` as its one file ``field``: (body, Content-Type)."""
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
             f"Content-Type: {mime}\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 

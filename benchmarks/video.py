@@ -20,7 +20,6 @@ import os
 import statistics
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +55,11 @@ def walking_clip(person: Image.Image, people: int, seconds: float, rate: int = 1
 
 def post_clip(port: int, clip: bytes, query: str, on_line=None) -> dict:
     """Stream one clip through ``/pose/video``; returns the summary (after every line was read)."""
-    boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="c.mp4"\r\n'
-            "Content-Type: video/mp4\r\n\r\n").encode() + clip + f"\r\n--{boundary}--\r\n".encode()
+    from benchmarks.bench import multipart
+
+    body, content_type = multipart(clip, "c.mp4", "video/mp4", field="video")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    conn.request("POST", f"/pose/video?{query}", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    conn.request("POST", f"/pose/video?{query}", body, {"Content-Type": content_type})
     response = conn.getresponse()
     assert response.status == 200, response.read()[:300]
     summary = None
@@ -75,14 +74,9 @@ def post_clip(port: int, clip: bytes, query: str, on_line=None) -> dict:
     return summary
 
 
-def rss_mb(pid: int) -> float:
-    from benchmarks.soak import rss_mb as read
-
-    return read(pid)
-
-
 def measure(model_dir: Path, data: str | None, seconds: float, long_seconds: float, n: int) -> dict:
     from benchmarks.bench import Client, Server
+    from benchmarks.soak import rss_mb
 
     root = Path(data or os.environ.get("POSE_DATA_DIR", "../shared/datasets"))
     person = Image.open(root / SINGLE).convert("RGB")
