@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("benchmarks.bench", "latency/throughput benchmark, written as a markdown table"),
     "soak": ("benchmarks.soak", "drive a real server with concurrent clients; latency, errors, RSS"),
     "stress": ("benchmarks.stress", "attack a loopback server: bursts, expensive images, stalled clients"),
+    "container-memory": ("benchmarks.container", "the serving image under compose's and Swarm's limits, hit with the worst requests"),
     "profile": ("benchmarks.profile", "where a request's CPU time goes in the server (py-spy)"),
     "bench-video": ("benchmarks.video", "POST /pose/video: frames/s with 1 and 4 people, RSS over a long clip, /pose beside it"),
     "screenshot": ("benchmarks.screenshot", "docs/screenshot.png from today's page with the shipped models (chromium)"),

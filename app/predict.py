@@ -10,7 +10,7 @@ joints by name; ``--render DIR`` also writes each photo with its skeletons drawn
 A video goes through ``POST /pose/video``'s own analysis (``app.clip_analysis``: sampled
 frames, tracking, optional smoothing) and is written as the same JSON lines, to
 ``OUT_DIR/<name>.jsonl``; ``--render DIR`` writes ``<name>.mp4`` with every tracked
-skeleton drawn. Torch-free: it runs on the serving install.
+skeleton drawn. ``<name>`` is the file's stem, made distinct (``x-2``) when two files share one. Torch-free: it runs on the serving install.
 """
 from __future__ import annotations
 
@@ -41,6 +41,22 @@ def image_files(paths: list[Path]) -> Iterator[Path]:
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def output_stems(files: list[Path]) -> dict[Path, str]:
+    """A distinct output name for every file: its stem, then ``stem-2``, ``stem-3`` … for later
+    files of the same stem (``a/x.jpg`` and ``b/x.jpg``; ``x.mp4`` and ``x.mov``), so no
+    render or clip result overwrites another's."""
+    taken: set[str] = set()
+    names: dict[Path, str] = {}
+    for path in files:
+        name, n = path.stem, 1
+        while name in taken:
+            n += 1
+            name = f"{path.stem}-{n}"
+        taken.add(name)
+        names[path] = name
+    return names
 
 
 def image_id(path: Path, index: int) -> int:
@@ -87,11 +103,12 @@ async def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[dic
             raise SystemExit(f"poseserve predict: no model {args.model!r}; available: {sorted(registry.models)}")
         progress = Progress(len(files))
         params = DetectParams(not args.no_detect, args.min_person_score, args.max_persons)
+        names = output_stems(files)
         for index, path in enumerate(files, start=1):
             progress(index, path.name)
             if is_video(path):
                 try:
-                    await predict_video(path, model, registry, params, settings, metrics, args)
+                    await predict_video(path, names[path], model, registry, params, settings, metrics, args)
                     videos.append(path)
                 except (OSError, VideoError, HTTPException) as exc:
                     failed.append(f"{path}: {getattr(exc, 'detail', None) or exc}")
@@ -120,14 +137,15 @@ async def predict(files: list[Path], args: argparse.Namespace) -> tuple[list[dic
                                     scale=img.width / upload.width)
                 buf = io.BytesIO()
                 drawn.save(buf, "PNG", compress_level=3)
-                (args.render / f"{path.stem}.png").write_bytes(buf.getvalue())
+                (args.render / f"{names[path]}.png").write_bytes(buf.getvalue())
         progress.close()
     finally:
         registry.close()
     return results, failed, videos
 
 
-async def predict_video(path: Path, model, registry, params, settings, metrics, args: argparse.Namespace) -> None:
+async def predict_video(path: Path, name: str, model, registry, params, settings, metrics,
+                        args: argparse.Namespace) -> None:
     """One clip → ``OUT_DIR/<name>.jsonl`` (and ``RENDER/<name>.mp4``), as ``POST /pose/video`` answers it."""
     from app.clip_analysis import ClipAnalysis
     from app.video import Clip, check_limits, sampled_frames
@@ -138,9 +156,9 @@ async def predict_video(path: Path, model, registry, params, settings, metrics, 
         fps = clip.info.analysis_fps(args.fps, settings.video_fps)
         check_limits(clip.info, fps, settings)
         analysis = ClipAnalysis(model, registry, params, settings, metrics, clip.info, fps, args.smooth, args.flip)
-        writer = VideoRender(args.render / f"{path.stem}.mp4", fps, model) if args.render else None
+        writer = VideoRender(args.render / f"{name}.mp4", fps, model) if args.render else None
         error = None
-        with (out_dir / f"{path.stem}.jsonl").open("w") as out:
+        with (out_dir / f"{name}.jsonl").open("w") as out:
             try:
                 for frame in sampled_frames(clip, fps, settings):
                     line = await analysis.frame(frame)
@@ -153,7 +171,7 @@ async def predict_video(path: Path, model, registry, params, settings, metrics, 
                 if writer:
                     writer.close()
             out.write(json.dumps({"summary": analysis.summary(error).model_dump()}) + "\n")
-    print(f"poseserve predict: {path} → {out_dir / (path.stem + '.jsonl')}"
+    print(f"poseserve predict: {path} → {out_dir / (name + '.jsonl')}"
           + (f" ({error})" if error else ""), file=sys.stderr)
 
 

@@ -22,20 +22,21 @@ def test_a_folder_becomes_a_coco_results_file_and_renders(model_dir, tmp_path, c
     (photos / "sub").mkdir(parents=True)
     (photos / "000000000042.jpg").write_bytes(image_bytes(size=(120, 160)))
     (photos / "sub" / "b.png").write_bytes(image_bytes("PNG", size=(90, 90)))
+    (photos / "sub" / "b.jpg").write_bytes(image_bytes(size=(70, 50)))  # the same stem: its own render
     (photos / "broken.jpg").write_bytes(b"not an image")
     (photos / "notes.txt").write_text("ignored")
     out, renders = tmp_path / "results.json", tmp_path / "renders"
     run([str(photos), "--model-dir", str(model_dir), "--model", "cpm", "--no-detect", "--out", str(out),
          "--render", str(renders)])
     results = json.loads(out.read_text())
-    assert sorted(r["file_name"].rsplit("/", 1)[1] for r in results) == ["000000000042.jpg", "b.png"]
+    assert sorted(r["file_name"].rsplit("/", 1)[1] for r in results) == ["000000000042.jpg", "b.jpg", "b.png"]
     first = next(r for r in results if r["file_name"].endswith("042.jpg"))
     assert first["image_id"] == 42 and first["category_id"] == 1 and len(first["keypoints"]) == 51
     assert set(first["joints"]) >= {"nose", "right_ankle", "head_top"} and 0 < first["score"] <= 1
-    assert sorted(p.name for p in renders.iterdir()) == ["000000000042.png", "b.png"]
-    assert Image.open(renders / "b.png").size == (90, 90)
+    assert sorted(p.name for p in renders.iterdir()) == ["000000000042.png", "b-2.png", "b.png"]
+    assert Image.open(renders / "b.png").size == (70, 50) and Image.open(renders / "b-2.png").size == (90, 90)
     err = capsys.readouterr().err
-    assert "skipped" in err and "broken.jpg" in err and "2 people in 2 images, 1 skipped" in err
+    assert "skipped" in err and "broken.jpg" in err and "3 people in 3 images, 1 skipped" in err
 
 
 @pytest.mark.skipif(not (DATA / "coco_dev").exists(), reason="../shared coco_dev not present")
@@ -70,6 +71,7 @@ def test_a_video_becomes_json_lines_and_a_rendered_mp4(model_dir, tmp_path, caps
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "walk.mp4").write_bytes(clip_bytes(12, size=(96, 64), rate=10))
     (tmp_path / "in" / "broken.mp4").write_bytes(b"not a video")
+    (tmp_path / "in" / "walk.webm").write_bytes(clip_bytes(4, size=(96, 64), rate=10))  # same stem: walk-2
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     main(parser.parse_args([str(tmp_path / "in"), "--model-dir", str(model_dir), "--no-detect", "--fps", "5",
@@ -79,6 +81,7 @@ def test_a_video_becomes_json_lines_and_a_rendered_mp4(model_dir, tmp_path, caps
     assert rows[-1]["summary"]["frames"] == 6 and rows[-1]["summary"]["smooth"] is True
     assert all(p["track_id"] == 1 for r in rows[:-1] for p in r["persons"])
     err = capsys.readouterr().err
-    assert "broken.mp4" in err and "1 videos" in err
+    assert "broken.mp4" in err and "2 videos" in err
+    assert len((tmp_path / "out" / "walk-2.jsonl").read_text().splitlines()) == 3  # 2 frames + summary
     with av.open(str(tmp_path / "renders" / "walk.mp4")) as rendered:
         assert sum(1 for _ in rendered.decode(video=0)) == 6
