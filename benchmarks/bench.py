@@ -117,6 +117,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident memory, from /proc (Linux), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class Server:
     """The real service in a subprocess on loopback: ``pool`` sessions of ``threads`` threads
     per model (0 = the service's own defaults, derived from the CPU quota)."""

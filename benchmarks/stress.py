@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from benchmarks.bench import Server, multipart
-from benchmarks.soak import rss_mb
+from benchmarks.bench import Server, multipart, rss_mb
 
 SMALL_QUERY = "/pose?detect=false&heatmaps=none"
 

@@ -76,7 +76,7 @@ def post_clip(port: int, clip: bytes, query: str, on_line=None) -> dict:
 
 def measure(model_dir: Path, data: str | None, seconds: float, long_seconds: float, n: int) -> dict:
     from benchmarks.bench import Client, Server
-    from benchmarks.soak import rss_mb
+    from benchmarks.bench import rss_mb
 
     root = Path(data or os.environ.get("POSE_DATA_DIR", "../shared/datasets"))
     person = Image.open(root / SINGLE).convert("RGB")
