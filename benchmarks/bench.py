@@ -241,7 +241,7 @@ class ModelResult:
     ort_batch8: float
     eager: float | None
     http: dict[str, float]  # "<image>/<heatmaps>" → p50 seconds
-    preprocess: dict[str, float]  # image → p50 seconds of app.pose.preprocess alone
+    preprocess: dict[str, float]  # image → p50 seconds of app.pipeline.preprocess alone
     timing: list[dict]  # the service's timing_ms for the photo, heatmaps=none
 
     @property
@@ -251,7 +251,7 @@ class ModelResult:
 
 def measure_model(path: Path, settings, client: Client, images: dict[str, bytes], n: int,
                   threads: int) -> ModelResult | None:
-    from app import pipeline as pose
+    from app import pipeline
     from app.registry import ModelSkipped, load_model
     from app.uploads import Upload
 
@@ -264,10 +264,10 @@ def measure_model(path: Path, settings, client: Client, images: dict[str, bytes]
     def upload(data: bytes) -> Upload:  # per request, as the service makes it (header parse included)
         return Upload(data, settings.max_pixels, settings.decode_max_side, settings.large_image_pixels)
 
-    boxes = {label: [pose.crop_for(m, pose.PersonBox((0, 0, upload(data).width, upload(data).height),
+    boxes = {label: [pipeline.crop_for(m, pipeline.PersonBox((0, 0, upload(data).width, upload(data).height),
                                                      whole_image=True))]
              for label, data in images.items()}
-    x1 = pose.preprocess(m, upload(images["photo"]), boxes["photo"])  # a real crop, as the service feeds
+    x1 = pipeline.preprocess(m, upload(images["photo"]), boxes["photo"])  # a real crop, as the service feeds
     bound_run = iobinding_runner(session, x1)
     prep: dict[str, list[float]] = {label: [] for label in images}
     http: dict[str, list[float]] = {f"{label}/{h}": [] for label in images for h in ("none", "png")}
@@ -279,7 +279,7 @@ def measure_model(path: Path, settings, client: Client, images: dict[str, bytes]
         ort += timed(lambda: session.run(None, {"image": x1}), per_round)
         bound += timed(bound_run, per_round)
         for label, data in images.items():
-            prep[label] += timed(lambda d=data, b=boxes[label]: pose.preprocess(m, upload(d), b), per_round)
+            prep[label] += timed(lambda d=data, b=boxes[label]: pipeline.preprocess(m, upload(d), b), per_round)
             for heatmaps in ("none", "png"):
                 samples, t = http_latency(client, m.id, data, heatmaps, per_round)
                 http[f"{label}/{heatmaps}"] += samples

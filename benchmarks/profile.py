@@ -30,10 +30,12 @@ from benchmarks.bench import Client, Server, add_common_arguments, default_image
 # sample's stack wins, so the order runs from the most specific to the most general.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("onnxruntime inference (Session.run)", ("onnxruntime/capi/onnxruntime_inference_collection.py",)),
-    ("image decode, crop, normalise (app.pipeline.preprocess)", ("preprocess (app/pipeline.py",)),
+    ("image decode (Pillow, app.imaging)", ("(app/imaging.py", "(PIL/")),
+    ("crop and normalise (app.pipeline.preprocess)", ("preprocess (app/pipeline.py",)),
     ("multipart parsing (python-multipart via Starlette)", ("_get_form (starlette/requests.py",)),
     ("FastAPI parameter solving and validation", ("solve_dependencies (fastapi/dependencies/utils.py",)),
-    ("endpoint code: checks, keypoints, response JSON (app/main.py)", ("estimate_pose (app/main.py",)),
+    ("response: pydantic model to JSON", ("json_response (app/routers/pose.py",)),
+    ("endpoint code: checks, keypoints (app.routers, app.pipeline)", ("(app/routers/", "(app/pipeline.py")),
     ("ASGI middleware and routing (Starlette, FastAPI, ours)", ("run_asgi (uvicorn/", "(starlette/", "(fastapi/")),
     ("uvicorn HTTP protocol and the asyncio event loop", ("MainThread",)),
     ("worker-thread hand-off (executor queue, GIL)", ("",)),

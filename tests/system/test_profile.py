@@ -15,7 +15,10 @@ def test_samples_are_sorted_by_the_most_specific_frame():
     assert categorise(f"thread (2): ort_0;prepare_and_run (app/pool.py:38);{ORT}").startswith("onnxruntime")
     assert categorise("thread (2): ort_0;preprocess (app/pipeline.py:48);load_rgb (app/imaging.py:80)"
                       ).startswith("image decode")
-    endpoint = ASGI + ";estimate_pose (app/main.py:177)"
+    assert categorise("thread (2): ort_0;preprocess (app/pipeline.py:48);crop (models/transforms.py:9)"
+                      ).startswith("crop and normalise")
+    endpoint = ASGI + ";estimate_pose (app/routers/pose.py:50)"
+    assert categorise(endpoint + ";json_response (app/routers/pose.py:35)").startswith("response")
     assert categorise(endpoint).startswith("endpoint code")
     assert categorise(endpoint + ";solve_dependencies (fastapi/dependencies/utils.py:671)"
                       ).startswith("FastAPI parameter")  # more specific than the endpoint
