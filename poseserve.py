@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "release": ("export.release", "checkpoints → shipped ONNX + weights + report + int8/fp16 decisions"),
     "train-speed": ("benchmarks.train_speed", "training img/s: fp32 vs channels_last vs bf16 autocast"),
     "bench": ("benchmarks.bench", "latency/throughput benchmark, written as a markdown table"),
+    "bench-arena": ("benchmarks.arena", "POSE_CPU_ARENA off / per-session / shared: crowd latency against memory"),
     "soak": ("benchmarks.soak", "drive a real server with concurrent clients; latency, errors, RSS"),
     "stress": ("benchmarks.stress", "attack a loopback server: bursts, expensive images, stalled clients"),
     "container-memory": ("benchmarks.container", "the serving image under compose's and Swarm's limits, hit with the worst requests"),

@@ -5,8 +5,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.runtime import CpuArena
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "onnx"
 
@@ -58,8 +60,10 @@ class Settings(BaseSettings):
     max_connections: int = Field(256, ge=1, description="concurrent connections; beyond it uvicorn answers 503")
     allow_empty_model_dir: bool = Field(False, description="start even when the model directory is missing "
                                                            "or serves nothing (development only)")
-    cpu_arena: bool = Field(False, description="onnxruntime's CPU memory arena: it grows to the largest "
-                                                "batch ever run and keeps that memory; off = allocate per run")
+    cpu_arena: CpuArena = Field("shared", description="where onnxruntime's activations live: shared = one arena "
+                                                       "for the process (keeps the most that ran at once); off = "
+                                                       "allocated per run (least memory, slower batches); "
+                                                       "per-session = an arena per session (the sum over models)")
     max_batch: int = Field(8, ge=1, le=64, description="most person crops per pose-model run: a crowded photo "
                                                        "runs in chunks of this many, bounding activation memory")
     flip_test: bool = Field(False, description="default of a request's flip: average every person with their "
@@ -85,6 +89,13 @@ class Settings(BaseSettings):
         threads = self.intra_op_threads or (1 if self.pool_size else max(1, cores // 2))
         pool = self.pool_size or max(1, cores // threads)
         return pool, threads
+
+    @field_validator("cpu_arena", mode="before")
+    @classmethod
+    def _arena_from_boolean(cls, value: object) -> object:
+        """The older boolean spelling still works: true = per-session, false = off."""
+        text = str(value).strip().lower()
+        return {"true": "per-session", "1": "per-session", "false": "off", "0": "off"}.get(text, value)
 
 
 @lru_cache

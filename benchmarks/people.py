@@ -20,8 +20,9 @@ SINGLE = Path("lsp") / "images" / "im1500.jpg"  # one athlete; the detector find
 LAYOUT = {1: (1, 1), 3: (3, 1), 6: (3, 2)}  # people → (columns, rows)
 
 
-def group_photo(single: Image.Image, count: int) -> bytes:
-    cols, rows = LAYOUT[count]
+def group_photo(single: Image.Image, count: int, layout: tuple[int, int] | None = None) -> bytes:
+    """``count`` copies of ``single`` tiled in ``layout`` (columns, rows; default ``LAYOUT``'s)."""
+    cols, rows = layout or LAYOUT[count]
     canvas = Image.new("RGB", (single.width * cols, single.height * rows), (128, 128, 128))
     for i in range(count):
         canvas.paste(single, ((i % cols) * single.width, (i // cols) * single.height))

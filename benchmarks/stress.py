@@ -262,9 +262,9 @@ the first round of the first case: {mem['growth_after_first_round_mb']} MB.
 |---|---|---|---|
 {{memory_rows}}
 
-What bounds it: onnxruntime's CPU arena is off (`POSE_CPU_ARENA=false`: activations are
-allocated per run and returned, where the arena kept the largest batch's memory for good),
-and a crowd runs in chunks of `POSE_MAX_BATCH` (8) crops per run.
+What bounds it: onnxruntime's activations live in one arena for the whole process
+(`POSE_CPU_ARENA=shared`), so what stays allocated is the most that ran at once, not a sum
+over models and sessions, and a crowd runs in chunks of `POSE_MAX_BATCH` (8) crops per run.
 """.replace("{memory_rows}", memory_rows)
     rows = "\n".join(
         f"| {e['image']} | {e['single_status']} | {e['single_latency_s']} | {e['cpu_s_per_request']} | "

@@ -162,3 +162,34 @@ def test_compare_defaults_to_the_full_precision_model_of_each_architecture():
     assert reg.compared("cpm-int8, cpm") == [reg.models["cpm-int8"], reg.models["cpm"]]
     with pytest.raises(KeyError):
         reg.compared("cpm,tompson")
+
+
+@pytest.mark.parametrize("mode", ["shared", "per-session"])
+def test_every_arena_mode_answers_as_per_run_allocation_does(model_dir, mode):
+    """Where activations live changes memory and speed, never an answer: two models' sessions
+    on the process-wide arena (registered once however many sessions use it) agree with
+    sessions that allocate per run, batch after batch of different sizes."""
+    import numpy as np
+
+    from models.runtime import create_session
+
+    rng = np.random.default_rng(0)
+    for name in ("cpm", "hourglass"):
+        plain = create_session(model_dir / f"{name}.onnx", 1, None, "off")
+        pooled = [create_session(model_dir / f"{name}.onnx", 1, None, mode) for _ in range(2)]
+        size = plain.get_inputs()[0].shape[2]
+        for batch in (3, 1, 8):
+            x = {plain.get_inputs()[0].name: rng.random((batch, 3, size, size), dtype=np.float32)}
+            want = plain.run(None, x)
+            for session in pooled:
+                for got, ref in zip(session.run(None, x), want):
+                    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_the_arena_setting_takes_its_names_and_the_older_booleans():
+    from pydantic import ValidationError
+
+    assert Settings().cpu_arena == "shared"
+    assert Settings(cpu_arena="false").cpu_arena == "off" and Settings(cpu_arena=True).cpu_arena == "per-session"
+    with pytest.raises(ValidationError):
+        Settings(cpu_arena="sometimes")

@@ -76,3 +76,21 @@ def test_video_bench_measures_frames_per_second_memory_and_interference(model_di
     assert result["long"]["pose_requests"] >= 1 and result["pose_alone_ms"] > 0
     text = report(result)
     assert "| 4 | 15 |" in text and "while the clip was analysed" in text
+
+
+def test_the_arena_comparison_runs_every_mode_side_by_side(model_dir):
+    """bench-arena on the test models: every mode answers the same photos, and the report
+    carries a measured figure for each (mode, photo) and each memory column."""
+    from PIL import Image
+
+    from benchmarks.arena import MODES, latencies, markdown
+    from benchmarks.people import group_photo
+
+    single = Image.new("RGB", (60, 120), (90, 120, 150))
+    photos = {1: group_photo(single, 1, (1, 1)), 3: group_photo(single, 3, (3, 1))}
+    lat = latencies(model_dir, photos, blocks=1, per_block=2)
+    assert set(lat["p50_ms"]) == {f"{m}/{k}" for m in MODES for k in photos} and min(lat["p50_ms"].values()) > 0
+    assert set(lat["rss_after_mb"]) == set(MODES) and lat["requests_each"] == 2
+    memory = {m: {"start_mb": 1, "peak_mb": 2, "after_last_mb": 2, "statuses": [200]} for m in MODES}
+    text = markdown({"date": "d", "machine": "m", "rounds": 1, "latency": lat, "memory": memory}, "cmd")
+    assert all(f"| `{m}` | {lat['p50_ms'][f'{m}/1']} | {lat['p50_ms'][f'{m}/3']} |" in text for m in MODES)
