@@ -127,3 +127,33 @@ def test_the_coco_array_of_an_lsp_only_model_leaves_the_face_empty():
     assert len(coco) == 51 and coco[:15] == [0.0] * 15  # nose, eyes, ears
     right_ankle = COCO_KEYPOINT_NAMES.index("right_ankle")
     assert coco[3 * right_ankle: 3 * right_ankle + 3] == [10.0, 20.0, 0.5]
+
+
+@pytest.mark.skipif(not (DATA.parent / "pretrained" / "person_detector").exists(), reason="../shared/pretrained absent")
+def test_the_detector_packs_at_another_input_size_and_still_finds_the_person(tmp_path):
+    """``poseserve detector --input-size 320``: a valid graph of 320² in, 2100 anchor points
+    out, whose manifest decodes it, finding the athlete of an LSP photo where 416 does."""
+    pytest.importorskip("onnx")
+    from PIL import Image
+
+    from export.detector import package
+    from models.detection import letterbox, people
+    from models.manifest import sha256_file
+    from models.runtime import create_session
+
+    photo = Image.open(DATA / "lsp" / "images" / "im1500.jpg").convert("RGB")
+    boxes = {}
+    for size in (416, 320):
+        m = package(DATA.parent / "pretrained", tmp_path / str(size), size)
+        path = tmp_path / str(size) / m.onnx
+        assert sha256_file(path) == m.sha256 and m.input["size"] == size
+        x, ratio = letterbox(photo, size)
+        raw = create_session(path, 1).run(None, {"images": x})[0]
+        assert raw.shape == tuple(m.output["shape"]) == (1, 3549 if size == 416 else 2100, 85)
+        found = people(raw[0], size, ratio, photo.size, m.score_threshold, m.iou_threshold, 5)
+        assert len(found) == 1, found
+        boxes[size] = found[0]
+    a, b = boxes[416], boxes[320]
+    ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0.0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    assert ix * iy / (a.area + b.area - ix * iy) > 0.8
