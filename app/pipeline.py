@@ -11,11 +11,14 @@ The helpers are module-level so benchmarks and tests reach them without an app.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from fastapi import HTTPException
@@ -33,6 +36,8 @@ from app.uploads import Upload, image_error
 from models import detection
 from models.flip import merge_mirrored, with_mirrors
 from models.transforms import CropBox, crop_square, normalise
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,19 @@ async def run_on(runner: SessionPool | MicroBatcher, graph_id: str, feeds: Feeds
     return result
 
 
+async def all_or_none(coroutines: list[Awaitable[T]]) -> list[T]:
+    """Every result, in order; when one fails the others are cancelled (not left running on a
+    session for an answer nobody will read) and the first failure is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def find_people(detector: LoadedDetector, upload: Upload, params: DetectParams, settings: Settings,
                       metrics: Metrics) -> list[PersonBox]:
     """Every person the detector finds above ``min_score``, most prominent first."""
@@ -252,23 +270,28 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
     boxes = [crop_for(m, p) for p in people]
     # One person may join a micro-batch; a group is already a batch and goes straight to the pool,
     # in runs of at most ``max_batch`` crops (mirror images included): activation memory grows
-    # with the batch, and a crowded photo must not decide the server's peak.
+    # with the batch, and a crowded photo must not decide the server's peak. The runs are spread
+    # evenly over the pool's sessions and run at once, so an idle server's cores all work on a
+    # crowd instead of one session's thread.
     runner = m.runner if len(boxes) == 1 else m.pool
     per_run = max(1, settings.max_batch // 2) if mirror else settings.max_batch
-    chunks, prepare_s = [], 0.0
-    for start in range(0, len(boxes), per_run):
-        part = boxes[start:start + per_run]
+    per_run = min(per_run, math.ceil(len(boxes) / len(m.pool.sessions)))
 
-        def feeds(part: list[CropBox] = part) -> dict[str, np.ndarray]:
+    async def run_part(part: list[CropBox]) -> tuple[dict[str, np.ndarray], float]:
+        def feeds() -> dict[str, np.ndarray]:
             # The pixels are decoded on the session's worker thread, right before inference.
             crops = preprocess(m, upload, part)
             return {"image": with_mirrors(crops) if mirror else crops}
 
         outputs, prep, _ = await run_on(runner, m.id, feeds, settings, metrics)
         named = dict(zip(m.output_names, outputs))
-        chunks.append(merge_mirrored(named, m.manifest.flip_permutation, m.manifest.output_kind)
-                      if mirror else named)
-        prepare_s += prep
+        return (merge_mirrored(named, m.manifest.flip_permutation, m.manifest.output_kind) if mirror else named), prep
+
+    parts = [boxes[start:start + per_run] for start in range(0, len(boxes), per_run)]
+    done = await all_or_none([run_part(part) for part in parts])
+    chunks = [named for named, _ in done]
+    lanes = min(len(parts), len(m.pool.sessions))
+    prepare_s = sum(prep for _, prep in done) / lanes  # per lane: the parts prepare side by side
     t2 = time.perf_counter()
     out = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     size = (upload.width, upload.height)

@@ -109,7 +109,9 @@ def test_every_person_goes_through_the_pose_model_in_batched_runs(client):
         body = asyncio.run(run_pose(m, upload, people, "array", True, 0.0, 0.0, settings, Metrics()))
     finally:
         m.pool.run = real
-    assert runs == [(3, 3, 32, 32)]  # one run, batch of three
+    lanes = len(m.pool.sessions)  # the crops spread evenly over the pool's sessions, run at once
+    per_run = -(-3 // lanes)
+    assert sorted(runs, reverse=True) == [(min(per_run, 3 - i), 3, 32, 32) for i in range(0, 3, per_run)]
     assert [p.score for p in body.persons] == [None, 0.9, 0.6]
     for p, person in zip(people, body.persons):
         x, y, w, h = p.box
@@ -124,7 +126,7 @@ def test_every_person_goes_through_the_pose_model_in_batched_runs(client):
                                        settings.model_copy(update={"max_batch": 2}), Metrics()))
     finally:
         m.pool.run = real
-    assert runs == [(2, 3, 32, 32), (1, 3, 32, 32)]
+    assert sorted(runs, reverse=True) == [(2, 3, 32, 32), (1, 3, 32, 32)]
     for a, b in zip(body.persons, chunked.persons):
         assert [(k.x, k.y) for k in a.keypoints] == pytest.approx([(k.x, k.y) for k in b.keypoints], abs=0.01)
         assert np.allclose(a.heatmaps.maps, b.heatmaps.maps, atol=1e-3)
@@ -164,3 +166,31 @@ def test_without_a_detector_a_whole_photo_is_a_clear_503_and_boxes_still_work(mo
         assert post(c, image_bytes("PNG"), bbox="10,10,50,80").status_code == 200
         assert post(c, image_bytes("PNG"), detect="false").status_code == 200
         assert c.get("/models").json()["detector"] is None
+
+
+def test_a_crowds_runs_share_one_fate():
+    """When one of a crowd's runs fails (say, shed for overload), the others are cancelled
+    rather than left running for an answer nobody reads, and the failure is what is raised."""
+    from app.pipeline import all_or_none
+
+    cancelled = []
+
+    async def slow(i: int) -> int:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+        return i
+
+    async def fails() -> int:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("shed")
+
+    async def main() -> None:
+        assert await all_or_none([asyncio.sleep(0, result=1), asyncio.sleep(0.01, result=2)]) == [1, 2]
+        with pytest.raises(RuntimeError, match="shed"):
+            await all_or_none([slow(0), fails(), slow(2)])
+
+    asyncio.run(main())
+    assert sorted(cancelled) == [0, 2]
