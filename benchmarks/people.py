@@ -31,6 +31,27 @@ def group_photo(single: Image.Image, count: int, layout: tuple[int, int] | None 
     return buf.getvalue()
 
 
+def resized_detectors(path: Path, threads: int, photo: bytes, sizes: tuple[int, ...] = (320, 256)) -> dict:
+    """The shipped detector's graph resized to smaller inputs (``export.detector.resized_graph``),
+    each with its letterboxed input: size → (session, input). Empty without the onnx package."""
+    import tempfile
+
+    from models.detection import letterbox
+    from models.runtime import create_session
+
+    try:
+        from export.detector import resized_graph
+    except ModuleNotFoundError:  # onnx: the train extra
+        return {}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            resized_graph(path, Path(tmp) / f"{size}.onnx", size)
+            x, _ = letterbox(Image.open(io.BytesIO(photo)).convert("RGB"), size)
+            out[size] = (create_session(Path(tmp) / f"{size}.onnx", threads), x)
+    return out
+
+
 def section(client, model_dir: Path, model: str, data: str | None, n: int, threads: int) -> list[str]:
     from benchmarks.bench import ms, percentile, table, timed, x
     from models.detection import letterbox
@@ -59,10 +80,14 @@ def section(client, model_dir: Path, model: str, data: str | None, n: int, threa
     assert request(noise.getvalue(), "detect=true") == 0
     w, h = single.size
     bbox = f"detect=true&bbox={w * 0.1:.0f},{h * 0.05:.0f},{w * 0.8:.0f},{h * 0.9:.0f}"
-    samples: dict[str, list[float]] = {"bare": [], "empty": [], "bbox": [], **{str(k): [] for k in LAYOUT}}
+    smaller = resized_detectors(manifest.onnx_path(detector_json), threads, photos[3])
+    samples: dict[str, list[float]] = {"bare": [], "empty": [], "bbox": [], **{str(k): [] for k in LAYOUT},
+                                       **{f"det{size}": [] for size in smaller}}
     per_round = max(1, n // 5)
     for _ in range(5):  # interleaved blocks: every quantity sees the same machine load
         samples["bare"] += timed(lambda: session.run(None, {"images": x_det}), per_round)
+        for size, (other, x_other) in smaller.items():
+            samples[f"det{size}"] += timed(lambda o=other, xo=x_other: o.run(None, {"images": xo}), per_round)
         samples["empty"] += timed(lambda: request(noise.getvalue(), "detect=true"), per_round)
         samples["bbox"] += timed(lambda: request(photos[1], bbox), per_round)
         for k in LAYOUT:
@@ -74,6 +99,8 @@ def section(client, model_dir: Path, model: str, data: str | None, n: int, threa
               f"{threads} intra-op thread(s) for the bare run; p50 over {n} requests each, interleaved.", ""]
     lines += table(["measurement", "p50 ms", "ratio"], [
         ["detector alone, bare onnxruntime (letterboxed input ready)", ms(p50["bare"]), "1.00×"],
+        *[[f"the same detector resized to {size} px (`poseserve detector --input-size {size}`), bare",
+           ms(p50[f"det{size}"]), x(p50[f"det{size}"], p50["bare"]) + " of bare detector"] for size in smaller],
         ["service, person-free photo (decode + detector + NMS, no pose run)", ms(p50["empty"]),
          x(p50["empty"], p50["bare"]) + " of bare detector"],
         ["service, one person given as `bbox` (no detection)", ms(p50["bbox"]), "1.00×"],

@@ -94,3 +94,14 @@ def test_the_arena_comparison_runs_every_mode_side_by_side(model_dir):
     memory = {m: {"start_mb": 1, "peak_mb": 2, "after_last_mb": 2, "statuses": [200]} for m in MODES}
     text = markdown({"date": "d", "machine": "m", "rounds": 1, "latency": lat, "memory": memory}, "cmd")
     assert all(f"| `{m}` | {lat['p50_ms'][f'{m}/1']} | {lat['p50_ms'][f'{m}/3']} |" in text for m in MODES)
+
+
+def test_the_people_section_times_the_detector_resized():
+    pytest.importorskip("onnx")
+    from benchmarks.people import resized_detectors
+    from tests.helpers import image_bytes
+    from app.settings import DEFAULT_MODEL_DIR
+
+    smaller = resized_detectors(DEFAULT_MODEL_DIR / "person_detector.onnx", 1, image_bytes(size=(200, 120)), (320,))
+    session, x = smaller[320]
+    assert x.shape == (1, 3, 320, 320) and session.run(None, {"images": x})[0].shape == (1, 2100, 85)
