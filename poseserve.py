@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stress": ("benchmarks.stress", "attack a loopback server: bursts, expensive images, stalled clients"),
     "container-memory": ("benchmarks.container", "the serving image under compose's and Swarm's limits, hit with the worst requests"),
     "profile": ("benchmarks.profile", "where a request's CPU time goes in the server (py-spy)"),
+    "profile-ops": ("benchmarks.ops", "a pose graph's kernel time by operator type (onnxruntime's profiler), batch 1 and 8"),
     "bench-video": ("benchmarks.video", "POST /pose/video: frames/s with 1 and 4 people, RSS over a long clip, /pose beside it"),
     "screenshot": ("benchmarks.screenshot", "docs/screenshot.png from today's page with the shipped models (chromium)"),
     "ab": ("benchmarks.ab", "this checkout's server against another checkout's, alternating requests"),

@@ -58,12 +58,32 @@ STAGE_ENDS = {4: 4, 8: 7, 16: 14, 32: 18}
 STAGE_CHANNELS = {4: 24, 8: 32, 16: 96, 32: 320}
 
 
+class _BottomRightPaddedConv(torch.autograd.Function):
+    """The convolution of ``SameConv2d`` as ONNX writes it: one ``Conv`` node whose ``pads``
+    attribute is asymmetric ([0, 0, 1, 1]), which the ONNX operator allows. Exported as
+    PyTorch writes it (``Pad`` → ``Conv``), onnxruntime neither folds the pad into the
+    convolution nor keeps it in its blocked NCHWc layout: each of these convolutions then
+    cost a padded copy and two layout conversions (``poseserve profile-ops``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, groups: int) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (0, 1, 0, 1)), weight, None, stride, 0, 1, groups)
+
+    @staticmethod
+    def symbolic(g, x, weight, stride: int, groups: int):
+        kernel = weight.type().sizes()[-2:]
+        return g.op("Conv", x, weight, pads_i=[0, 0, 1, 1], strides_i=[stride, stride],
+                    kernel_shape_i=kernel, group_i=groups, dilations_i=[1, 1])
+
+
 class SameConv2d(nn.Conv2d):
     """A stride-2 3×3 convolution with TF's "SAME" padding for even input sides: zero rows
     and columns added only at the bottom and right. The same parameters (and state-dict
     keys) as ``nn.Conv2d``, so either padding loads either file."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export() and self.bias is None:
+            return _BottomRightPaddedConv.apply(x, self.weight, self.stride[0], self.groups)
         return self._conv_forward(F.pad(x, (0, 1, 0, 1)), self.weight, self.bias)
 
 

@@ -201,3 +201,31 @@ def test_an_fp16_variant_failing_parity_is_not_shipped_and_the_release_goes_on(t
     rows = release.release_fp16(onnx_dir, None, tmp_path, ["cpm"], tmp_path / "runs")
     assert rows[-1].startswith("| cpm |") and "no: cpm-fp16: ONNX differs" in rows[-1]
     assert not (onnx_dir / "cpm-fp16.onnx").exists() and (onnx_dir / "cpm.onnx").exists()
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+def test_same_padding_exports_as_one_convolution_with_asymmetric_pads(tmp_path, groups):
+    """The MoveNet trunk's SAME-padded stride-2 convolutions reach ONNX as one Conv node with
+    pads [0, 0, 1, 1] (no Pad node for onnxruntime to copy through), computing what the
+    eager module computes, at batch 1 and 3, depthwise or not."""
+    import io
+
+    from models.backbone import SameConv2d
+
+    conv = torch.nn.Sequential(SameConv2d(8, 16 if groups == 1 else 8, 3, 2, 0, groups=groups, bias=False),
+                               torch.nn.ReLU6()).eval()
+    buf = io.BytesIO()
+    torch.onnx.export(conv, torch.zeros(1, 8, 24, 24), buf, input_names=["x"], dynamic_axes={"x": {0: "b"}},
+                      opset_version=OPSET, dynamo=False)
+    graph = onnx.load_from_string(buf.getvalue())
+    assert [n.op_type for n in graph.graph.node if n.op_type in ("Pad", "Conv")] == ["Conv"]
+    pads = next(a.ints for n in graph.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads")
+    assert list(pads) == [0, 0, 1, 1]
+    path = tmp_path / "same.onnx"
+    path.write_bytes(buf.getvalue())
+    session = create_session(path, 1)
+    for batch in (1, 3):
+        x = torch.randn(batch, 8, 24, 24)
+        with torch.no_grad():
+            want = conv(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], want, atol=1e-5)
