@@ -26,7 +26,7 @@ from export.onnx_export import SHIPPED_DIR, ParityError, export_model, ship_trun
 from export.quantize import calibration_crops, quantize_int8
 from models.architectures import ARCHITECTURES
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.evaluate import evaluate
+from models.evaluate import evaluate, evaluate_coco
 from models.manifest import PoseManifest, load_manifest
 from models.runtime import create_session
 from models.train import RELEASED_WEIGHTS
@@ -69,10 +69,17 @@ class VariantMeasurement:
 
 
 def measure_variant(fp32: Path, variant: Path, data: str | None, limit: int) -> VariantMeasurement:
-    """PCK of the variant through the serving preprocessing, and both p50s timed alternately."""
+    """PCK of the variant through the serving preprocessing (LSP decides; coco_dev recorded
+    beside it where present, so the variant has its point on the accuracy-latency plot),
+    and both p50s timed alternately."""
     manifest = load_manifest(fp32.with_suffix(".json"))
     size = manifest.input.size
     result = evaluate(manifest.id, data=data, onnx_path=variant, limit=limit)
+    if not limit:
+        try:
+            result["coco_dev"] = evaluate_coco(manifest.id, data=data, onnx_path=variant)
+        except FileNotFoundError:  # no coco_dev beside the data: LSP only
+            pass
     t32, tv = [], []
     for _ in range(3):  # interleaved so both see the same machine load
         t32.append(p50_latency(fp32, size))
@@ -85,7 +92,8 @@ def decide(variant: Path, model_id: str, m: VariantMeasurement, ship: bool, rows
            decision: dict | None = None) -> None:
     """Keep the variant (its manifest now with its measured accuracy) or delete it; log the row."""
     if ship:
-        manifest = report.record_accuracy(variant.with_suffix(".json"), m.result)
+        lsp = {k: v for k, v in m.result.items() if k != "coco_dev"}
+        manifest = report.record_accuracy(variant.with_suffix(".json"), lsp, m.result.get("coco_dev"))
         if decision is not None:
             manifest.int8_decision = decision
             manifest.save(variant.with_suffix(".json"))
