@@ -9,10 +9,11 @@ stage's beliefs are returned for intermediate supervision.
 Simplified: x' is the stage-1 trunk's features (shared, as in the authors' later VGG
 version) instead of a separate network; no background belief map; BatchNorm added.
 
-``backbone="mobilenet_v2"`` (the shipped model): that shared image-feature network is an
-ImageNet-pretrained MobileNetV2 merged top-down to 1/4 of the input
-(``models.backbone.TopDownFeatures``), the place the authors' own VGG-19 version put its
-ImageNet initialisation. The stages g_t are unchanged and trained from scratch.
+``backbone="movenet"`` (the shipped model) or ``"mobilenet_v2"``: that shared image-feature
+network is a pretrained MobileNetV2 (MoveNet Lightning's pose-trained trunk, or ImageNet's)
+merged top-down to 1/4 of the input (``models.backbone.TopDownFeatures``), the place the
+authors' own VGG-19 version put its ImageNet initialisation. The stages g_t are unchanged
+and trained from scratch.
 """
 from __future__ import annotations
 
@@ -63,6 +64,6 @@ class ConvolutionalPoseMachine(nn.Module):
 def cpm(input_size: int = 96, width: int = 32, stages: int = 3, backbone: str | None = None,
         **kwargs) -> ConvolutionalPoseMachine:
     """Builder: ``stages`` ≥ 2; ``width`` scales the trunk and every stage;
-    ``backbone="mobilenet_v2"`` for the pretrained image-feature network."""
+    ``backbone`` (``"movenet"``, ``"mobilenet_v2"``) for the pretrained image-feature network."""
     return ConvolutionalPoseMachine(width=width, input_size=input_size, stages=stages,
                                     backbone=backbone, **kwargs)
