@@ -38,8 +38,12 @@ class Limits:
 
     @property
     def memory_mb(self) -> float:
-        number, unit = float(self.memory[:-1]), self.memory[-1].lower()
-        return number * {"g": 1024, "m": 1}[unit]
+        return memory_mb(self.memory)
+
+
+def memory_mb(limit: str) -> float:
+    """A memory limit as docker, compose and Swarm write it (``2g``, ``1280M``) in MiB."""
+    return float(limit[:-1]) * {"g": 1024, "m": 1}[limit[-1].lower()]
 
 
 DEPLOYMENTS = (

@@ -1,7 +1,8 @@
 """``poseserve profile-ops``: where a pose graph's inference time goes, operator by operator.
 
 onnxruntime's own profiler records every node's kernel time; this runs a shipped graph with
-the service's session options (one intra-op thread, as ``poseserve bench`` times it) at
+the project's session options (``models.runtime``; one intra-op thread, as ``poseserve
+bench`` times it) at
 batch 1 and at a crowd's batch, and sums the kernel time by operator type (after graph
 optimisation, so fused nodes show under their fused names), with each type's share and
 per-person cost. Why: a graph far below the machine's matmul peak is usually paying for
@@ -21,39 +22,25 @@ from pathlib import Path
 import numpy as np
 
 from models.manifest import load_manifest
+from models.runtime import create_session
 
 
-def op_times(onnx_path: Path, size: int, batch: int, runs: int, threads: int = 1) -> tuple[dict[str, float], int]:
+def op_times(onnx_path: Path, size: int, batch: int, runs: int, threads: int = 1,
+             warmup: int = 3) -> tuple[dict[str, float], int]:
     """Mean kernel µs per run by operator type, and the number of nodes that ran."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
-        options.profile_file_prefix = str(Path(tmp) / "ops")
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        session = create_session(onnx_path, threads, profile_prefix=str(Path(tmp) / "ops"))
         x = {session.get_inputs()[0].name: np.random.default_rng(0).normal(size=(batch, 3, size, size))
              .astype(np.float32)}
-        for _ in range(3):  # warm-up, left out below
-            session.run(None, x)
-        session.end_profiling()
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        session.run(None, x)  # the first run of a session allocates; not counted
-        for _ in range(runs):
+        for _ in range(warmup + runs):
             session.run(None, x)
         events = json.loads(Path(session.end_profiling()).read_text())
-    per_type: dict[str, float] = collections.defaultdict(float)
-    nodes = set()
     kernel_runs = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    first_run_nodes = len(kernel_runs) // (runs + 1)
-    for e in kernel_runs[first_run_nodes:]:
+    per_run = len(kernel_runs) // (warmup + runs)  # every run executes the same nodes
+    per_type: dict[str, float] = collections.defaultdict(float)
+    for e in kernel_runs[warmup * per_run:]:  # the warm-up runs (first allocations) left out
         per_type[e["args"]["op_name"]] += e["dur"] / runs
-        nodes.add(e["name"])
-    return dict(per_type), len(nodes)
+    return dict(per_type), len({e["name"] for e in kernel_runs})
 
 
 def markdown(model: str, size: int, tables: dict[int, dict[str, float]], nodes: int, runs: int) -> str:

@@ -57,6 +57,7 @@ class VariantMeasurement:
     pck: float
     p50_fp32_s: float
     p50_s: float
+    coco: dict | None = None  # its coco_dev evaluation, where coco_dev is present
 
     @property
     def drop(self) -> float:
@@ -75,9 +76,10 @@ def measure_variant(fp32: Path, variant: Path, data: str | None, limit: int) -> 
     manifest = load_manifest(fp32.with_suffix(".json"))
     size = manifest.input.size
     result = evaluate(manifest.id, data=data, onnx_path=variant, limit=limit)
+    coco = None
     if not limit:
         try:
-            result["coco_dev"] = evaluate_coco(manifest.id, data=data, onnx_path=variant)
+            coco = evaluate_coco(manifest.id, data=data, onnx_path=variant)
         except FileNotFoundError:  # no coco_dev beside the data: LSP only
             pass
     t32, tv = [], []
@@ -85,15 +87,14 @@ def measure_variant(fp32: Path, variant: Path, data: str | None, limit: int) -> 
         t32.append(p50_latency(fp32, size))
         tv.append(p50_latency(variant, size))
     return VariantMeasurement(result, manifest.accuracy["pck@0.2"], result["pck@0.2"],
-                              float(np.median(t32)), float(np.median(tv)))
+                              float(np.median(t32)), float(np.median(tv)), coco)
 
 
 def decide(variant: Path, model_id: str, m: VariantMeasurement, ship: bool, rows: list[str],
            decision: dict | None = None) -> None:
     """Keep the variant (its manifest now with its measured accuracy) or delete it; log the row."""
     if ship:
-        lsp = {k: v for k, v in m.result.items() if k != "coco_dev"}
-        manifest = report.record_accuracy(variant.with_suffix(".json"), lsp, m.result.get("coco_dev"))
+        manifest = report.record_accuracy(variant.with_suffix(".json"), m.result, m.coco)
         if decision is not None:
             manifest.int8_decision = decision
             manifest.save(variant.with_suffix(".json"))

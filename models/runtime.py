@@ -39,7 +39,7 @@ def register_shared_arena() -> None:
 
 
 def create_session(path: Path | str, threads: int = 0, providers: list[str] | None = None,
-                   cpu_arena: CpuArena = "per-session"):
+                   cpu_arena: CpuArena = "per-session", profile_prefix: str | None = None):
     """An ``InferenceSession`` with full graph optimisation and ``threads`` intra-op threads.
 
     ``threads=0`` lets onnxruntime choose (all cores); inter-op parallelism stays at 1
@@ -51,14 +51,17 @@ def create_session(path: Path | str, threads: int = 0, providers: list[str] | No
     whole process, so what stays allocated is the most that ran *at once*, not the sum
     over models. Measured on the worst requests (``poseserve bench-arena``): peak RSS 746 MB
     shared, 810 MB off, 1191 MB per-session; whole-photo latency equal within 2 %.
+    ``profile_prefix``: onnxruntime's profiler on, its JSON written under this prefix when
+    the session's ``end_profiling()`` is called (``poseserve profile-ops``).
     """
     import onnxruntime as ort
 
+    providers = providers or ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = cpu_arena != "off"
-    if cpu_arena == "shared" and (providers or ["CPUExecutionProvider"])[0] == "CPUExecutionProvider":
+    if cpu_arena == "shared" and providers[0] == "CPUExecutionProvider":
         register_shared_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
     # Idle intra-op threads sleep instead of spinning: with the detector's and a pose model's
@@ -67,4 +70,7 @@ def create_session(path: Path | str, threads: int = 0, providers: list[str] | No
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings about unused initialisers etc. are noise here
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), options, providers=providers)

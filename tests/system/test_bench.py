@@ -105,3 +105,18 @@ def test_the_people_section_times_the_detector_resized():
     smaller = resized_detectors(DEFAULT_MODEL_DIR / "person_detector.onnx", 1, image_bytes(size=(200, 120)), (320,))
     session, x = smaller[320]
     assert x.shape == (1, 3, 320, 320) and session.run(None, {"images": x})[0].shape == (1, 2100, 85)
+
+
+def test_the_operator_profile_sums_kernel_time_by_type(model_dir):
+    """profile-ops on a test model: convolutions are found, the per-type times add up to the
+    report's total, per person at each batch."""
+    from benchmarks.ops import markdown, op_times
+    from tests.helpers import TEST_INPUT
+
+    tables, nodes = {}, 0
+    for batch in (1, 2):
+        tables[batch], nodes = op_times(model_dir / "cpm.onnx", TEST_INPUT, batch, runs=2, warmup=1)
+        assert tables[batch]["Conv"] > 0 and all(v >= 0 for v in tables[batch].values())
+    assert nodes > 5
+    text = markdown("cpm", TEST_INPUT, tables, nodes, runs=2)
+    assert f"| **all kernels** | **{sum(tables[1].values()):.0f}** | 100% | **{sum(tables[2].values()) / 2:.0f}** |" in text

@@ -111,16 +111,15 @@ def test_swarm_stack_uses_dns_round_robin_and_safe_rollouts(stack):
 def test_the_limits_are_the_ones_measured_under_the_worst_requests(compose, stack):
     """docs/container.md measures the image under these limits (benchmarks/container.py):
     the files and the benchmark must name the same ones, or the measurement proves nothing."""
-    from benchmarks.container import DEPLOYMENTS
+    from benchmarks.container import DEPLOYMENTS, memory_mb
 
     measured = {d.name: (d.cpus, d.memory_mb) for d in DEPLOYMENTS}
     s = compose["services"]["poseserve"]
     mem = s["mem_limit"].split(":-")[1].rstrip("}")  # ${POSE_MEMORY:-2g}
     cpus = s["cpus"].split(":-")[1].rstrip("}")
-    assert (cpus, float(mem[:-1]) * {"g": 1024, "m": 1}[mem[-1]]) == measured["compose"]
+    assert (cpus, memory_mb(mem)) == measured["compose"]
     limits = stack["services"]["poseserve"]["deploy"]["resources"]["limits"]
-    assert (limits["cpus"], float(limits["memory"][:-1]) * {"G": 1024, "M": 1}[limits["memory"][-1]]) == \
-        measured["swarm"]
+    assert (limits["cpus"], memory_mb(limits["memory"])) == measured["swarm"]
     pod = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "poseserve.yaml").read_text())
     container = next(d for d in pod if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"} and measured["compose"] == ("2", 2048)
