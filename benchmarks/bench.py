@@ -410,19 +410,22 @@ def main(args: argparse.Namespace) -> None:
                 print(r.id, f"ort {r.ort_p50 * 1e3:.2f} ms, http {r.http['photo/none'] * 1e3:.2f} ms", flush=True)
         floor = percentile(timed(lambda: client.get("/healthz"), args.n), 50)
         default = "hourglass" if "hourglass" in served else next(iter(served))
-        people_lines = people.section(client, args.model_dir, default, args.data, args.n, args.threads)
     finally:
         server.close()
-    people_lines += per_person.section(args.model_dir, args.threads, args.n, args.data,
-                                       Path(args.out).with_name("accuracy_latency.png"))
     conc, conc_batched = [], []
+    people_lines: list[str] = []
     for env, out in (({}, conc), ({"POSE_MICRO_BATCH": "8", "POSE_MICRO_BATCH_WAIT_MS": "2"}, conc_batched)):
-        # throughput with the service's default pool and threads, as deployed
+        # whole photos and throughput with the service's default pool and threads, as deployed
         loaded = Server(args.model_dir, threads=0, pool=0, POSE_DEVICE=args.device, **env)
         try:
+            if not env:
+                people_lines = people.section(Client(loaded.port), args.model_dir, default, args.data,
+                                              args.n, args.threads)
             out += [(c, throughput(loaded.port, images["photo"], default, c, args.seconds)) for c in (1, 2, 4, 8)]
         finally:
             loaded.close()
+    people_lines += per_person.section(args.model_dir, args.threads, args.n, args.data,
+                                       Path(args.out).with_name("accuracy_latency.png"))
     text = report(results, images, floor, default, conc, conc_batched, peak, args.threads,
                   served[default], args.n, args.seconds) + "\n".join(people_lines) + "\n"
     Path(args.out).write_text(text)

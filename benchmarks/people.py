@@ -52,6 +52,14 @@ def resized_detectors(path: Path, threads: int, photo: bytes, sizes: tuple[int, 
     return out
 
 
+def default_config() -> str:
+    """The pool the service derives for itself on this machine (what a deployment gets)."""
+    from app.settings import Settings
+
+    pool, threads = Settings(pool_size=0, intra_op_threads=0).threads_and_pool()
+    return f"{pool} session(s) × {threads} thread(s) per model"
+
+
 def section(client, model_dir: Path, model: str, data: str | None, n: int, threads: int) -> list[str]:
     from benchmarks.bench import ms, percentile, table, timed, x
     from models.detection import letterbox
@@ -95,8 +103,10 @@ def section(client, model_dir: Path, model: str, data: str | None, n: int, threa
     p50 = {k: percentile(v, 50) for k, v in samples.items()}
     most = max(LAYOUT)
     marginal = (p50[str(most)] - p50["1"]) / (most - 1)
-    lines += [f"Model `{model}`; detector `{manifest.id}` ({manifest.architecture}, {manifest.input['size']} px), "
-              f"{threads} intra-op thread(s) for the bare run; p50 over {n} requests each, interleaved.", ""]
+    lines += [f"Model `{model}`; detector `{manifest.id}` ({manifest.architecture}, {manifest.input['size']} px); "
+              "the service in its default configuration (sessions and threads derived from the CPU quota, "
+              f"as deployed: {default_config()}), {threads} intra-op thread(s) for the bare detector; "
+              f"p50 over {n} requests each, interleaved.", ""]
     lines += table(["measurement", "p50 ms", "ratio"], [
         ["detector alone, bare onnxruntime (letterboxed input ready)", ms(p50["bare"]), "1.00×"],
         *[[f"the same detector resized to {size} px (`poseserve detector --input-size {size}`), bare",

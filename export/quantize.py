@@ -4,6 +4,13 @@
 fp32 one with its own sha256, ``variant: int8`` and — once ``poseserve eval`` has run on
 it — its own measured accuracy; the service then serves it as ``model=<id>-int8``.
 Calibration uses crops from the training split of the crop cache (never the test half).
+
+Only the network is quantized (``float_nodes``): the decoding after it (peak search,
+sub-cell refinement, coordinate arithmetic), the first convolution (it reads the image)
+and the layers whose outputs leave the network stay float32. Quantizing the decoding too
+rounded every coordinate to one of 256 levels and ran the index arithmetic through
+quantize/dequantize pairs, which cost both accuracy and time (docs/int8.md has the
+measured drop and speed of each shipped variant).
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from models.manifest import PoseManifest, load_manifest
 from models.transforms import normalise
@@ -31,7 +39,29 @@ class CropReader:
         pass
 
 
-def calibration_crops(cache: Path, size: int, count: int = 256, seed: int = 0) -> np.ndarray:
+CALIBRATION_CROPS = 1024
+
+
+def float_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Names of the nodes quantization must leave in float32.
+
+    The exported graph wraps the network as ``model`` (``models.inference.InferenceGraph``),
+    so its nodes are named ``/model/...``; everything else decodes the network's outputs.
+    Kept float: that decoding, the convolution(s) reading the input image, and the network
+    nodes whose outputs are graph outputs or are read by the decoding (the heatmap and
+    coordinate layers: their precision is the answer's precision).
+    """
+    inputs = {i.name for i in graph.input}
+    outputs = {o.name for o in graph.output}
+    decoding = [n for n in graph.node if not n.name.startswith("/model/")]
+    read_by_decoding = {i for n in decoding for i in n.input}
+    keep = [n.name for n in decoding]
+    keep += [n.name for n in graph.node if n.name.startswith("/model/") and
+             (inputs & set(n.input) or (outputs | read_by_decoding) & set(n.output))]
+    return keep
+
+
+def calibration_crops(cache: Path, size: int, count: int = CALIBRATION_CROPS, seed: int = 0) -> np.ndarray:
     """``count`` centre crops from the cache's training split, resized to the model input."""
     import torch
 
@@ -62,10 +92,13 @@ def quantize_int8(onnx_path: Path, crops: np.ndarray) -> Path:
         quantize_static(str(prepared), str(out), CropReader(crops, manifest),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=float_nodes(onnx.load(str(prepared)).graph),
+                        extra_options={"DedicatedQDQPair": True})
     manifest.variant_of("int8", out, accuracy=None, parity_max_abs_error=None,
-                        quantization="static QDQ, per-channel int8 weights, uint8 activations, "
-                                     f"MinMax calibration on {len(crops)} LSP/LSPET training crops"
+                        quantization="static QDQ of the network (per-channel int8 weights, uint8 "
+                                     "activations; first and output layers and the decoding float32), "
+                                     f"MinMax calibration on {len(crops)} training crops"
                         ).save(out.with_suffix(".json"))
     return out
 
@@ -76,7 +109,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, choices=(*ARCHITECTURES, "all"))
     p.add_argument("--onnx-dir", type=Path, default=Path("runs/export"))
     p.add_argument("--cache", type=Path, default=Path("cache/lsp180.npz"))
-    p.add_argument("--count", type=int, default=256, help="calibration crops")
+    p.add_argument("--count", type=int, default=CALIBRATION_CROPS, help="calibration crops")
 
 
 def main(args: argparse.Namespace) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from export import report
 from export.onnx_export import SHIPPED_DIR, ParityError, export_model, ship_trunk_licence
-from export.quantize import calibration_crops, quantize_int8
+from export.quantize import CALIBRATION_CROPS, calibration_crops, quantize_int8
 from models.architectures import ARCHITECTURES
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.evaluate import evaluate, evaluate_coco
@@ -132,7 +132,8 @@ def release_int8(onnx_dir: Path, cache: Path, data: str | None, docs: Path, mode
                                                "p50_ms_int8": round(m.p50_s * 1e3, 3), "shipped": ship})
     (docs / "int8.md").write_text(
         "# int8 variants\n\nMeasured by `poseserve release` (export/release.py) in one run: static QDQ "
-        "quantization (per-channel int8 weights, uint8 activations) calibrated on 256 training crops; "
+        "quantization of the network (per-channel int8 weights, uint8 activations; the first layer, the "
+        f"output layers and the decoding stay float32) calibrated on {CALIBRATION_CROPS} training crops; "
         "PCK@0.2 on the LSP test half through the serving preprocessing; p50 latency of batch 1 "
         "with one onnxruntime thread, fp32 and int8 timed alternately. Policy: ship int8 only where "
         "the PCK drop is ≤ 2 points and it is faster.\n\n" + "\n".join(rows) + "\n")
@@ -191,6 +192,17 @@ def checkpoint_for(model_id: str, runs: Path) -> Path:
 
 def main(args: argparse.Namespace) -> None:
     models = args.models or list(ARCHITECTURES)
+    if not args.variants_only:
+        release_fp32(args, models)
+    if not args.skip_int8:
+        release_int8(args.onnx_dir, args.cache, args.data, args.docs, models, args.limit)
+    if not args.skip_fp16:
+        release_fp16(args.onnx_dir, args.data, args.docs, models, args.runs, args.limit)
+    ship_licences(args.onnx_dir)
+
+
+def release_fp32(args: argparse.Namespace, models: list[str]) -> None:
+    """Steps 1 and 2: export, release the weights, evaluate, regenerate the accuracy page."""
     for model_id in models:
         ckpt = load_checkpoint(checkpoint_for(model_id, args.runs))
         if args.onnx_dir.resolve() == SHIPPED_DIR:
@@ -201,11 +213,6 @@ def main(args: argparse.Namespace) -> None:
                 (args.onnx_dir / f"{model_id}-{variant}{suffix}").unlink(missing_ok=True)
     report.main(argparse.Namespace(onnx_dir=args.onnx_dir, runs=args.runs, data=args.data, out=args.docs,
                                    limit=args.limit, models=models))
-    if not args.skip_int8:
-        release_int8(args.onnx_dir, args.cache, args.data, args.docs, models, args.limit)
-    if not args.skip_fp16:
-        release_fp16(args.onnx_dir, args.data, args.docs, models, args.runs, args.limit)
-    ship_licences(args.onnx_dir)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -219,6 +226,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-test", action="store_true",
                    help="bake the test-time flip into the graphs (by default the service applies it per "
                         "request, flip=true, and the report measures both)")
+    p.add_argument("--variants-only", action="store_true",
+                   help="keep the shipped float32 graphs and their accuracy; only re-decide the int8 "
+                        "(and fp16) variants, e.g. after a change to the quantization recipe")
     p.add_argument("--skip-int8", action="store_true")
     p.add_argument("--skip-fp16", action="store_true")
     p.add_argument("--limit", type=int, default=0, help="only the first N test images (smoke runs)")

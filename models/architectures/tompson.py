@@ -9,11 +9,12 @@ heatmap per joint at 1/4 of the input resolution, trained with MSE against Gauss
 Simplified: the bank's weights are shared between resolutions (as the issue asks) and
 the graphical-model/MRF spatial stage is left out; BatchNorm is added.
 
-``backbone="mobilenet_v2"`` (the shipped model): the bank is an ImageNet-pretrained
-MobileNetV2 merged top-down to 1/4 of its input (``models.backbone.TopDownFeatures``),
-still one set of weights run at both resolutions. The paper trains from scratch; the
-pretrained bank is used because it measured better on these 2 CPU cores (the scratch
-64 px model: LSP PCK@0.2 0.452; see docs/accuracy.md for the retrained one).
+``backbone="movenet"`` (the shipped model) or ``"mobilenet_v2"``: the bank is a
+pretrained MobileNetV2 (MoveNet Lightning's pose-trained trunk, or ImageNet's) merged
+top-down to 1/4 of its input (``models.backbone.TopDownFeatures``), still one set of
+weights run at both resolutions. The paper trains from scratch; the pretrained bank is
+used because it measured better on these 2 CPU cores (the scratch 64 px model: LSP
+PCK@0.2 0.452; docs/accuracy.md has the shipped one's).
 """
 from __future__ import annotations
 

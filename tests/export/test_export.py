@@ -113,6 +113,21 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
     onnx.checker.check_model(str(out))
     graph = onnx.load(str(out))
     assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    # only the network is quantized: the decoding's own arithmetic, the image-reading layer and
+    # the final outputs stay float (the decoding may read an earlier stage's heatmaps in their
+    # quantized form, where the next stage reads them quantized too)
+    produced_by = {o: n for n in graph.graph.node for o in n.output}
+
+    def source(dq: onnx.NodeProto) -> str:  # the float tensor behind a DequantizeLinear
+        q = produced_by.get(dq.input[0])
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0]
+
+    decoding_reads = [source(produced_by[i]) for n in graph.graph.node if not n.name.startswith("/model/")
+                      for i in n.input if i in produced_by and produced_by[i].op_type == "DequantizeLinear"]
+    assert all(t in produced_by and produced_by[t].name.startswith("/model/") for t in decoding_reads)
+    first_conv = next(n for n in graph.graph.node if "image" in n.input and n.op_type == "Conv")
+    assert first_conv.input[1] not in produced_by  # its weights: the float initializer
+    assert all(produced_by[o.name].op_type != "DequantizeLinear" for o in graph.graph.output)
     manifest = load_manifest(out.with_suffix(".json"))
     assert manifest.id == "cpm-int8" and manifest.variant == "int8" and manifest.accuracy is None
     assert manifest.sha256 == sha256_file(out) and manifest.base_model == "cpm"
