@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("app.predict", "photos, videos and folders → COCO keypoint results JSON / JSON lines (and renders), no server"),
     "cache": ("models.data", "decode LSP+LSPET+coco_train once into a crop cache (.npz)"),
     "train": ("models.train", "train one architecture on the crop cache (resumable)"),
+    "lever": ("models.levers", "one training lever measured alone: two short runs differing in it, both scored"),
     "eval": ("models.evaluate", "PCK on the LSP test half (and coco_dev) of an ONNX file or checkpoint"),
     "eval-pipeline": ("models.evaluate_pipeline", "whole photos: person recall, matched PCK on LSP, COCO keypoint AP"),
     "export": ("export.onnx_export", "checkpoint → ONNX + manifest, with a parity check"),

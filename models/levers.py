@@ -1,0 +1,150 @@
+"""``poseserve lever``: one training lever, measured alone on two short runs.
+
+A release usually changes several things at once (data, trunk, input size), so its gain
+is their sum. This command isolates one lever: two fresh ``poseserve train`` runs that
+differ in that lever only (same architecture, cache, recipe, seed and wall-clock
+minutes), run one after the other so each has every core, then both checkpoints scored
+the same way: PCK@0.2 on the LSP test half and on coco_dev (person-box crops as the
+service makes them, no flip; coco_dev also split by the COCO set its photos come from).
+Equal minutes, not equal images: a lever that makes training slower pays for it, which
+is the comparison that matters on a fixed machine; the images each arm saw are reported.
+
+The table goes to ``docs/levers.md``, one section per lever (other levers' sections are
+kept), and the raw results to ``docs/results/lever-<name>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+START = "<!-- lever:{name} -->"
+END = "<!-- /lever:{name} -->"
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str
+    options: dict[str, object]  # train arguments that differ from the base recipe
+
+
+@dataclass(frozen=True)
+class Lever:
+    question: str
+    arms: tuple[Arm, Arm]
+    base: dict[str, object] = field(default_factory=dict)  # recipe changes both arms share
+
+
+LEVERS: dict[str, Lever] = {
+    "trunk": Lever("an ImageNet-pretrained trunk vs MoveNet Lightning's pose-trained trunk",
+                   (Arm("ImageNet MobileNetV2", {"backbone": "mobilenet_v2"}),
+                    Arm("MoveNet Lightning trunk", {"backbone": "movenet"}))),
+    "input-size": Lever("128 px vs 192 px input (the same MoveNet trunk)",
+                        (Arm("128 px", {"input_size": 128}), Arm("192 px", {"input_size": 192}))),
+}
+
+
+def train_args(model: str, cache: Path, out: Path, minutes: float, threads: int, lever: Lever,
+               arm: Arm) -> argparse.Namespace:
+    """The arm's ``poseserve train`` arguments: the campaign's recipe, then the lever's change."""
+    from models import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args(["--model", model, "--cache", str(cache), "--out", str(out), "--restart",
+                              "--input-size", "192", "--backbone", "movenet", "--sigma", "2",
+                              "--lr", "1e-3", "--minutes", str(minutes), "--threads", str(threads),
+                              "--bf16", "--channels-last"])
+    for key, value in {**lever.base, **arm.options}.items():
+        setattr(args, key, value)
+    return args
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The arm as one ``poseserve train`` command (what a reader would run to repeat it)."""
+    flags = [f"--model {args.model}", f"--backbone {args.backbone}", f"--input-size {args.input_size}",
+             f"--cache {args.cache}", f"--sigma {args.sigma:g}", f"--lr {args.lr:g}",
+             f"--minutes {args.minutes:g}", f"--threads {args.threads}", "--bf16 --channels-last --restart",
+             f"--out {args.out}"]
+    return "poseserve train " + " ".join(flags)
+
+
+def run_arm(args: argparse.Namespace, data: str | None) -> dict:
+    """Train the arm, then score its checkpoint on LSP test and coco_dev."""
+    from models.checkpoint import load_checkpoint
+    from models.evaluate import evaluate, evaluate_coco
+    from models.train import train
+
+    t0 = time.time()
+    ckpt_path = train(args)
+    state = load_checkpoint(ckpt_path).state
+    lsp = evaluate(args.model, data=data, checkpoint=ckpt_path)
+    coco = evaluate_coco(args.model, data=data, checkpoint=ckpt_path)
+    return {"command": command_line(args), "epochs": state["epoch"], "steps": state["step"],
+            "images_seen": state["step"] * args.batch, "train_minutes": round(state["elapsed"] / 60, 1),
+            "wall_minutes": round((time.time() - t0) / 60, 1), "lsp_pck@0.2": lsp["pck@0.2"],
+            "coco_dev_pck@0.2": coco["pck@0.2"], "coco_dev_by_split": coco.get("pck@0.2_by_split", {})}
+
+
+def section(name: str, lever: Lever, model: str, results: list[dict]) -> str:
+    splits = sorted({s for r in results for s in r["coco_dev_by_split"]})
+    head = ["arm", "images seen (epochs)", "LSP test PCK@0.2", "coco_dev PCK@0.2",
+            *[f"coco_dev {s}" for s in splits]]
+    rows = [[arm.label, f"{r['images_seen']:,} ({r['epochs']})", f"{r['lsp_pck@0.2']:.3f}",
+             f"{r['coco_dev_pck@0.2']:.3f}", *[f"{r['coco_dev_by_split'].get(s, float('nan')):.3f}" for s in splits]]
+            for arm, r in zip(lever.arms, results)]
+    a, b = results
+    lines = [START.format(name=name), f"## {name}: {lever.question}", "",
+             f"`poseserve lever {name} --model {model} --minutes {a['train_minutes']:g}` "
+             f"(each arm {a['train_minutes']:g} training minutes; measured {time.strftime('%Y-%m-%d')}). "
+             f"{lever.arms[1].label} − {lever.arms[0].label}: "
+             f"**{100 * (b['lsp_pck@0.2'] - a['lsp_pck@0.2']):+.1f}** points on LSP, "
+             f"**{100 * (b['coco_dev_pck@0.2'] - a['coco_dev_pck@0.2']):+.1f}** on coco_dev.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+             *["| " + " | ".join(r) + " |" for r in rows], "",
+             *[f"- {arm.label}: `{r['command']}`" for arm, r in zip(lever.arms, results)],
+             END.format(name=name)]
+    return "\n".join(lines)
+
+
+def write_section(doc: Path, name: str, text: str) -> None:
+    """Replace lever ``name``'s section of ``doc`` (or append it); the others stay."""
+    header = ("# Training levers, one at a time\n\nEach section: two fresh runs of `poseserve train` that "
+              "differ in one lever only, the same wall-clock minutes each on the same cache, scored the "
+              "same way (PCK@0.2, person-box crops, no flip). Written by `poseserve lever` "
+              "(models/levers.py).\n")
+    old = doc.read_text() if doc.exists() else header
+    start, end = START.format(name=name), END.format(name=name)
+    if start in old and end in old:
+        new = old[:old.index(start)] + text + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    doc.write_text(new)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lever", choices=sorted(LEVERS))
+    p.add_argument("--model", default="hourglass")
+    p.add_argument("--cache", type=Path, default=Path("cache/person272.npz"))
+    p.add_argument("--minutes", type=float, default=15.0, help="training minutes per arm")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("runs/levers"))
+    p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
+    p.add_argument("--docs", type=Path, default=Path("docs"))
+
+
+def main(args: argparse.Namespace) -> None:
+    lever = LEVERS[args.lever]
+    results = []
+    for i, arm in enumerate(lever.arms):
+        arm_args = train_args(args.model, args.cache, args.out / f"{args.lever}-{i}", args.minutes,
+                              args.threads, lever, arm)
+        results.append(run_arm(arm_args, args.data))
+        print(arm.label, json.dumps(results[-1]), flush=True)
+    (args.docs / "results").mkdir(parents=True, exist_ok=True)
+    (args.docs / "results" / f"lever-{args.lever}.json").write_text(json.dumps(
+        {"lever": args.lever, "model": args.model, "arms": [a.label for a in lever.arms], "results": results},
+        indent=1))
+    write_section(args.docs / "levers.md", args.lever, section(args.lever, lever, args.model, results))

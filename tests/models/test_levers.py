@@ -1,0 +1,40 @@
+"""``poseserve lever``: the two arms differ in the lever alone, and the report keeps every lever."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from models.levers import LEVERS, section, train_args, write_section  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(LEVERS))
+def test_the_arms_differ_in_the_lever_only(name, tmp_path):
+    lever = LEVERS[name]
+    a, b = (vars(train_args("hourglass", Path("c.npz"), tmp_path, 15, 2, lever, arm)) for arm in lever.arms)
+    changed = {k for k in a if a[k] != b[k]}
+    assert changed == set(lever.arms[0].options) == set(lever.arms[1].options)
+    assert a["minutes"] == b["minutes"] == 15 and a["restart"] and a["seed"] == b["seed"]
+
+
+def result(lsp: float, coco: float) -> dict:
+    return {"command": "poseserve train …", "epochs": 2, "steps": 100, "images_seen": 3200,
+            "train_minutes": 15.0, "lsp_pck@0.2": lsp, "coco_dev_pck@0.2": coco,
+            "coco_dev_by_split": {"val2017": coco - 0.01}}
+
+
+def test_each_lever_has_its_own_section_and_a_rerun_replaces_it(tmp_path):
+    doc = tmp_path / "levers.md"
+    trunk = section("trunk", LEVERS["trunk"], "hourglass", [result(0.60, 0.50), result(0.74, 0.62)])
+    assert "**+14.0** points on LSP, **+12.0** on coco_dev" in trunk and "| 0.740 | 0.620 | 0.610 |" in trunk
+    write_section(doc, "trunk", trunk)
+    write_section(doc, "input-size", section("input-size", LEVERS["input-size"], "hourglass",
+                                             [result(0.70, 0.60), result(0.72, 0.59)]))
+    rerun = section("trunk", LEVERS["trunk"], "hourglass", [result(0.61, 0.50), result(0.70, 0.60)])
+    write_section(doc, "trunk", rerun)
+    text = doc.read_text()
+    assert text.startswith("# Training levers") and text.count("## trunk") == 1
+    assert "**+9.0** points on LSP" in text and "**+14.0**" not in text
+    assert "**-1.0** on coco_dev" in text  # the other lever's section is kept
