@@ -8,6 +8,8 @@ the same way: PCK@0.2 on the LSP test half and on coco_dev (person-box crops as 
 service makes them, no flip; coco_dev also split by the COCO set its photos come from).
 Equal minutes, not equal images: a lever that makes training slower pays for it, which
 is the comparison that matters on a fixed machine; the images each arm saw are reported.
+Run it on an otherwise idle machine: equal minutes are equal compute only then (anything
+else running, a test suite say, takes its share from whichever arm it overlaps).
 
 The table goes to ``docs/levers.md``, one section per lever (other levers' sections are
 kept), and the raw results to ``docs/results/lever-<name>.json``.
