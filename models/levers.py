@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 START = "<!-- lever:{name} -->"
@@ -29,62 +30,53 @@ END = "<!-- /lever:{name} -->"
 @dataclass(frozen=True)
 class Arm:
     label: str
-    options: dict[str, object]  # train arguments that differ from the base recipe
+    flags: tuple[str, ...]  # ``poseserve train`` flags that override the campaign's recipe
 
 
 @dataclass(frozen=True)
 class Lever:
     question: str
     arms: tuple[Arm, Arm]
-    base: dict[str, object] = field(default_factory=dict)  # recipe changes both arms share
 
 
 LEVERS: dict[str, Lever] = {
     "trunk": Lever("an ImageNet-pretrained trunk vs MoveNet Lightning's pose-trained trunk",
-                   (Arm("ImageNet MobileNetV2", {"backbone": "mobilenet_v2"}),
-                    Arm("MoveNet Lightning trunk", {"backbone": "movenet"}))),
+                   (Arm("ImageNet MobileNetV2", ("--backbone", "mobilenet_v2")),
+                    Arm("MoveNet Lightning trunk", ("--backbone", "movenet")))),
     "input-size": Lever("128 px vs 192 px input (the same MoveNet trunk)",
-                        (Arm("128 px", {"input_size": 128}), Arm("192 px", {"input_size": 192}))),
+                        (Arm("128 px", ("--input-size", "128")), Arm("192 px", ("--input-size", "192")))),
 }
 
 
-def train_args(model: str, cache: Path, out: Path, minutes: float, threads: int, lever: Lever,
-               arm: Arm) -> argparse.Namespace:
-    """The arm's ``poseserve train`` arguments: the campaign's recipe, then the lever's change."""
+def train_argv(model: str, cache: Path, out: Path, minutes: float, threads: int, arm: Arm) -> list[str]:
+    """The arm's ``poseserve train`` arguments: the campaign's recipe, then the arm's flags
+    (argparse keeps the last value given, so they override)."""
+    return ["--model", model, "--cache", str(cache), "--out", str(out), "--restart",
+            "--input-size", "192", "--backbone", "movenet", "--sigma", "2", "--lr", "1e-3",
+            "--minutes", f"{minutes:g}", "--threads", str(threads), "--bf16", "--channels-last", *arm.flags]
+
+
+def parse_train_args(argv: list[str]) -> argparse.Namespace:
     from models import train
 
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
-    args = parser.parse_args(["--model", model, "--cache", str(cache), "--out", str(out), "--restart",
-                              "--input-size", "192", "--backbone", "movenet", "--sigma", "2",
-                              "--lr", "1e-3", "--minutes", str(minutes), "--threads", str(threads),
-                              "--bf16", "--channels-last"])
-    for key, value in {**lever.base, **arm.options}.items():
-        setattr(args, key, value)
-    return args
+    return parser.parse_args(argv)
 
 
-def command_line(args: argparse.Namespace) -> str:
-    """The arm as one ``poseserve train`` command (what a reader would run to repeat it)."""
-    flags = [f"--model {args.model}", f"--backbone {args.backbone}", f"--input-size {args.input_size}",
-             f"--cache {args.cache}", f"--sigma {args.sigma:g}", f"--lr {args.lr:g}",
-             f"--minutes {args.minutes:g}", f"--threads {args.threads}", "--bf16 --channels-last --restart",
-             f"--out {args.out}"]
-    return "poseserve train " + " ".join(flags)
-
-
-def run_arm(args: argparse.Namespace, data: str | None) -> dict:
+def run_arm(argv: list[str], data: str | None) -> dict:
     """Train the arm, then score its checkpoint on LSP test and coco_dev."""
     from models.checkpoint import load_checkpoint
     from models.evaluate import evaluate, evaluate_coco
     from models.train import train
 
+    args = parse_train_args(argv)
     t0 = time.time()
     ckpt_path = train(args)
     state = load_checkpoint(ckpt_path).state
     lsp = evaluate(args.model, data=data, checkpoint=ckpt_path)
     coco = evaluate_coco(args.model, data=data, checkpoint=ckpt_path)
-    return {"command": command_line(args), "epochs": state["epoch"], "steps": state["step"],
+    return {"command": "poseserve train " + shlex.join(argv), "epochs": state["epoch"], "steps": state["step"],
             "images_seen": state["step"] * args.batch, "train_minutes": round(state["elapsed"] / 60, 1),
             "wall_minutes": round((time.time() - t0) / 60, 1), "lsp_pck@0.2": lsp["pck@0.2"],
             "coco_dev_pck@0.2": coco["pck@0.2"], "coco_dev_by_split": coco.get("pck@0.2_by_split", {})}
@@ -141,9 +133,8 @@ def main(args: argparse.Namespace) -> None:
     lever = LEVERS[args.lever]
     results = []
     for i, arm in enumerate(lever.arms):
-        arm_args = train_args(args.model, args.cache, args.out / f"{args.lever}-{i}", args.minutes,
-                              args.threads, lever, arm)
-        results.append(run_arm(arm_args, args.data))
+        argv = train_argv(args.model, args.cache, args.out / f"{args.lever}-{i}", args.minutes, args.threads, arm)
+        results.append(run_arm(argv, args.data))
         print(arm.label, json.dumps(results[-1]), flush=True)
     (args.docs / "results").mkdir(parents=True, exist_ok=True)
     (args.docs / "results" / f"lever-{args.lever}.json").write_text(json.dumps(
