@@ -104,12 +104,13 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
 
     from app.registry import load_registry
     from app.settings import Settings
-    from export.quantize import quantize_int8
+    from export.quantize import CALIBRATIONS, CropReader, disagreement, quantize_int8, quantize_network
+    from models.transforms import normalise
 
     shutil.copy(model_dir / "cpm.onnx", tmp_path)
     shutil.copy(model_dir / "cpm.json", tmp_path)
-    crops = np.random.default_rng(0).integers(0, 255, (16, TEST_INPUT, TEST_INPUT, 3), dtype=np.uint8)
-    out = quantize_int8(tmp_path / "cpm.onnx", crops)
+    crops = np.random.default_rng(0).integers(0, 255, (24, TEST_INPUT, TEST_INPUT, 3), dtype=np.uint8)
+    out = quantize_int8(tmp_path / "cpm.onnx", crops[:16], holdout=crops[16:])
     onnx.checker.check_model(str(out))
     graph = onnx.load(str(out))
     assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
@@ -131,6 +132,18 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
     manifest = load_manifest(out.with_suffix(".json"))
     assert manifest.id == "cpm-int8" and manifest.variant == "int8" and manifest.accuracy is None
     assert manifest.sha256 == sha256_file(out) and manifest.base_model == "cpm"
+    # of the calibrations tried, the one kept answers closest to float32 on the held-out crops
+    fp32_manifest = load_manifest(tmp_path / "cpm.json")
+    x = normalise(crops[16:], fp32_manifest.input.mean, fp32_manifest.input.std)
+    assert disagreement(tmp_path / "cpm.onnx", tmp_path / "cpm.onnx", x) == 0
+    distance, tried = {}, tmp_path / "tried"
+    tried.mkdir()
+    for name in CALIBRATIONS:
+        quantize_network(tmp_path / "cpm.onnx", tried / f"{name}.onnx", CropReader(crops[:16], fp32_manifest), name)
+        distance[name] = disagreement(tmp_path / "cpm.onnx", tried / f"{name}.onnx", x)
+    chosen = min(distance, key=distance.get)
+    assert f"{chosen} calibration" in manifest.quantization
+    assert disagreement(tmp_path / "cpm.onnx", out, x) == pytest.approx(distance[chosen])
     registry = load_registry(Settings(model_dir=tmp_path, pool_size=1, intra_op_threads=1))
     try:
         assert sorted(registry.models) == ["cpm", "cpm-int8"] and not registry.failed
@@ -244,3 +257,46 @@ def test_same_padding_exports_as_one_convolution_with_asymmetric_pads(tmp_path, 
         with torch.no_grad():
             want = conv(x).numpy()
         np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], want, atol=1e-5)
+
+
+def test_one_unusual_calibration_crop_does_not_set_an_activation_range(tmp_path):
+    """Activation ranges follow the typical crop: with plain MinMax one crop whose
+    activations are 100× the others' would make every int8 step 100× coarser."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.quantize import quantize_network
+
+    rng = np.random.default_rng(0)
+
+    def conv(name: str, x: str, y: str) -> onnx.NodeProto:
+        weights.append(numpy_helper.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), f"{name}.w"))
+        return helper.make_node("Conv", [x, f"{name}.w"], [y], name=f"/model/{name}")
+
+    weights: list = []
+    nodes = [conv("first", "image", "a"), helper.make_node("Relu", ["a"], ["b"], name="/model/relu"),
+             conv("middle", "b", "c"), helper.make_node("Relu", ["c"], ["d"], name="/model/relu2"),
+             conv("last", "d", "out")]
+    spec = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8, 8]) for n in ("image", "out")]
+    model = helper.make_model(helper.make_graph(nodes, "tiny", spec[:1], spec[1:], weights),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    src, out = tmp_path / "tiny.onnx", tmp_path / "tiny-int8.onnx"
+    onnx.save(model, str(src))
+    crops = [rng.uniform(0, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(64)]
+    crops[32] = crops[32] * 100  # the unusual one, mid-way (the first sets the starting range)
+
+    class Reader:
+        def __init__(self) -> None:
+            self.batches = iter(crops)
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"image": batch}
+
+    quantize_network(src, out, Reader(), "moving-average")
+    first = numpy_helper.to_array(weights[0])[:, :, 0, 0]
+    typical = max(float(np.maximum(np.einsum("oi,nihw->nohw", first, c), 0).max()) for c in crops[:32])
+    graph = onnx.load(str(out)).graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    quantizers = {n.input[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    scale = float(values[quantizers["b"].input[1]])  # the quantized activation read by the middle conv
+    assert scale * 255 < 5 * typical  # plain MinMax: ≥ 100 × typical
