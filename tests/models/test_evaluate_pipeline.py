@@ -1,0 +1,73 @@
+"""Whole-photo COCO AP: the detector threshold sweep counts exactly the boxes each threshold keeps."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pycocotools")
+
+from models import evaluate_pipeline  # noqa: E402
+from models.detection import Detection  # noqa: E402
+from models.keypoints import COCO_KEYPOINT_NAMES, KEYPOINT_NAMES, coco_indices  # noqa: E402
+
+
+def test_a_person_the_detector_scores_low_counts_only_at_thresholds_that_keep_it(tmp_path, monkeypatch):
+    """Two people, poses exact; the detector is sure of one (0.9) and unsure of the other
+    (0.15). At the default threshold (0.35) the second is missed: recall 0.5, AP about 0.5;
+    at 0.1 and below both are found: recall 1, AP 1."""
+    from PIL import Image
+
+    root = tmp_path / "coco_dev"
+    (root / "images").mkdir(parents=True)
+    (tmp_path / "lsp").mkdir()
+    (tmp_path / "lsp" / "joints.mat").touch()  # data_dir's marker of a datasets folder
+    Image.new("RGB", (200, 100)).save(root / "images" / "1.jpg")
+    rng = np.random.default_rng(0)
+    boxes = [(10.0, 10.0, 60.0, 80.0), (110.0, 5.0, 70.0, 90.0)]
+    truths = [np.column_stack([rng.uniform(x, x + w, 17), rng.uniform(y, y + h, 17)]) for x, y, w, h in boxes]
+    annotations = [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": list(b), "area": b[2] * b[3],
+                    "num_keypoints": 17, "keypoints": np.column_stack([t, np.full(17, 2)]).ravel().tolist()}
+                   for i, (b, t) in enumerate(zip(boxes, truths))]
+    (root / "person_keypoints.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 200, "height": 100}], "annotations": annotations,
+        "categories": [{"id": 1, "name": "person", "keypoints": list(COCO_KEYPOINT_NAMES), "skeleton": []}]}))
+
+    dets = [Detection(*boxes[0], score=0.9), Detection(*boxes[1], score=0.15)]
+
+    class FakeDetector:  # the shipped detector's call, with two fixed boxes
+        manifest = SimpleNamespace(score_threshold=0.35)
+
+        def __call__(self, img, min_score=None, max_people=10):
+            return [d for d in dets if d.score >= min_score][:max_people]
+
+    detector = FakeDetector()
+
+    def exact_poses(runner, img, xywh):  # the true pose of whichever person each box is
+        kp = np.zeros((len(xywh), len(KEYPOINT_NAMES), 2))
+        for n, box in enumerate(xywh):
+            truth = truths[boxes.index(tuple(box))]
+            for c, i in enumerate(coco_indices(KEYPOINT_NAMES)):
+                kp[n, i] = truth[c]
+        return kp, None
+
+    monkeypatch.setattr(evaluate_pipeline, "pose_all", exact_poses)
+    runner = SimpleNamespace(keypoints=KEYPOINT_NAMES)
+    result = evaluate_pipeline.evaluate_coco(detector, runner, str(tmp_path), aspect_kept_only=False)
+
+    sweep = result["by_min_score"]
+    assert sorted(map(float, sweep)) == sorted({*evaluate_pipeline.SCORE_SWEEP, 0.35})
+    assert result["min_person_score"] == 0.35 and result["AP"] == sweep["0.35"]["AP"]
+    for t in ("0.05", "0.1"):
+        assert sweep[t]["person_recall@iou0.5"] == 1.0
+        assert sweep[t]["AP"] == pytest.approx(1.0) and sweep[t]["AP_17"] == pytest.approx(1.0)
+    for t in ("0.2", "0.35", "0.5"):
+        assert sweep[t]["person_recall@iou0.5"] == 0.5
+        assert 0.4 < sweep[t]["AP"] < 0.6
+    assert "| 0.1 | 1.000 |" in evaluate_pipeline.markdown(
+        {"m": {"lsp_test": {"person_found@iou0.5": 1, "median_best_iou": 1, "pck@0.2_true_box": 1,
+                            "pck@0.2_pipeline": 1, "pck@0.2_pipeline_found_only": 1},
+               "coco_dev_all": result, "coco_dev_aspect_kept": result}},
+        SimpleNamespace(id="d", architecture="a", score_threshold=0.35, iou_threshold=0.45), 0)
