@@ -401,7 +401,8 @@ def main(args: argparse.Namespace) -> None:
     server = Server(args.model_dir, args.threads, POSE_DEVICE=args.device)
     try:
         client = Client(server.port)
-        served = {m["id"]: m["providers"] for m in json.loads(client.get("/models")[1])["models"]}
+        listing = json.loads(client.get("/models")[1])
+        served = {m["id"]: m["providers"] for m in listing["models"]}
         results = []
         for model_id in sorted(served):
             r = measure_model(args.model_dir / f"{model_id}.json", settings, client, images, args.n, args.threads)
@@ -409,7 +410,7 @@ def main(args: argparse.Namespace) -> None:
                 results.append(r)
                 print(r.id, f"ort {r.ort_p50 * 1e3:.2f} ms, http {r.http['photo/none'] * 1e3:.2f} ms", flush=True)
         floor = percentile(timed(lambda: client.get("/healthz"), args.n), 50)
-        default = "hourglass" if "hourglass" in served else next(iter(served))
+        default = listing["default_model"]  # what a request naming no model gets on this host
     finally:
         server.close()
     conc, conc_batched = [], []
