@@ -19,6 +19,7 @@ import argparse
 import copy
 import io
 import json
+import sys
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,8 +139,8 @@ MAX_PEOPLE = 20  # people kept per photo, most prominent first (as ``max_persons
 
 def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_kept_only: bool) -> dict:
     """COCO keypoint AP at the detector manifest's threshold, and the same at every
-    ``SCORE_SWEEP`` threshold (``by_min_score``). Detection runs once at the lowest of them:
-    the people kept at a higher threshold are exactly those a direct call would keep (NMS
+    ``SCORE_SWEEP`` threshold (``by_min_score``). Detection runs once, uncapped, at the lowest
+    of them, and the pose model only on boxes some threshold keeps: the people kept at a higher threshold are exactly those a direct call would keep (NMS
     never lets a lower-scored box suppress a higher one), then the first ``MAX_PEOPLE``."""
     from models.data import data_dir
 
@@ -153,17 +154,19 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
     for im in images:
         with Image.open(root / "images" / im["file_name"]) as f:
             img = f.convert("RGB")
-        dets = detector(img, min_score=thresholds[0], max_people=5 * MAX_PEOPLE)
+        found = detector(img, min_score=thresholds[0], max_people=sys.maxsize)  # uncapped: exact below
         truths = [a["bbox"] for a in coco["annotations"] if a["image_id"] == im["id"] and not a.get("iscrowd")]
         people_total += len(truths)
+        kept = {t: [d for d in found if d.score >= t][:MAX_PEOPLE] for t in thresholds}
+        dets = list(dict.fromkeys(d for t in thresholds for d in kept[t]))  # only those some threshold keeps
         if not dets:
             continue
         kp, scores = pose_all(runner, img, [d.as_xywh() for d in dets])
         for t in thresholds:
-            kept = [i for i, d in enumerate(dets) if d.score >= t][:MAX_PEOPLE]
-            recalled[t] += sum(any(box_iou(dets[i].as_xywh(), b) >= 0.5 for i in kept) for b in truths)
-            for i in kept:
-                confidence = person_score(dets[i].score, None if scores is None else scores[i])
+            recalled[t] += sum(any(box_iou(d.as_xywh(), b) >= 0.5 for d in kept[t]) for b in truths)
+            for d in kept[t]:
+                i = dets.index(d)
+                confidence = person_score(d.score, None if scores is None else scores[i])
                 results[t].append({"image_id": im["id"], "category_id": 1, "score": round(confidence, 5),
                                    "keypoints": coco_array(runner.keypoints, kp[i]).ravel().round(2).tolist()})
     ids = {im["id"] for im in images}
