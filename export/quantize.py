@@ -122,16 +122,19 @@ def quantize_network(src: Path, out: Path, reader, calibration: str = "moving-av
                         extra_options=CALIBRATIONS[calibration])
 
 
-def disagreement(reference: Path, candidate: Path, x: np.ndarray, batch: int = 32) -> float:
-    """Mean distance, in crop units, between the two graphs' keypoints on the inputs ``x``."""
+def keypoints(path: Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    """The graph at ``path``'s keypoints on the inputs ``x``, in batches."""
     from models.runtime import create_session
 
-    sessions = [create_session(path) for path in (reference, candidate)]
-    distances = []
-    for start in range(0, len(x), batch):
-        a, b = (s.run(["keypoints"], {"image": x[start:start + batch]})[0] for s in sessions)
-        distances.append(np.linalg.norm(a - b, axis=-1).ravel())
-    return float(np.concatenate(distances).mean())
+    session = create_session(path)
+    return np.concatenate([session.run(["keypoints"], {"image": x[start:start + batch]})[0]
+                           for start in range(0, len(x), batch)])
+
+
+def disagreement(reference: np.ndarray, candidate: Path, x: np.ndarray) -> float:
+    """Mean distance, in crop units, between the ``reference`` keypoints (float32's, computed
+    once per model) and the ``candidate`` graph's on the same inputs ``x``."""
+    return float(np.linalg.norm(reference - keypoints(candidate, x), axis=-1).mean())
 
 
 def quantize_int8(onnx_path: Path, crops: np.ndarray, holdout: np.ndarray) -> Path:
@@ -142,11 +145,12 @@ def quantize_int8(onnx_path: Path, crops: np.ndarray, holdout: np.ndarray) -> Pa
     manifest = load_manifest(onnx_path.with_suffix(".json"))
     out = onnx_path.with_name(f"{onnx_path.stem}-int8.onnx")
     x = normalise(holdout, manifest.input.mean, manifest.input.std)
+    reference = keypoints(onnx_path, x)
     with tempfile.TemporaryDirectory() as tmp:
         distance = {}
         for name in CALIBRATIONS:
             quantize_network(onnx_path, Path(tmp) / f"{name}.onnx", CropReader(crops, manifest), name)
-            distance[name] = disagreement(onnx_path, Path(tmp) / f"{name}.onnx", x)
+            distance[name] = disagreement(reference, Path(tmp) / f"{name}.onnx", x)
         chosen = min(distance, key=distance.get)
         (Path(tmp) / f"{chosen}.onnx").replace(out)
     tried = ", ".join(f"{name} {d:.4f}" for name, d in distance.items())

@@ -104,7 +104,7 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
 
     from app.registry import load_registry
     from app.settings import Settings
-    from export.quantize import CALIBRATIONS, CropReader, disagreement, quantize_int8, quantize_network
+    from export.quantize import CALIBRATIONS, CropReader, disagreement, keypoints, quantize_int8, quantize_network
     from models.transforms import normalise
 
     shutil.copy(model_dir / "cpm.onnx", tmp_path)
@@ -135,15 +135,16 @@ def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
     # of the calibrations tried, the one kept answers closest to float32 on the held-out crops
     fp32_manifest = load_manifest(tmp_path / "cpm.json")
     x = normalise(crops[16:], fp32_manifest.input.mean, fp32_manifest.input.std)
-    assert disagreement(tmp_path / "cpm.onnx", tmp_path / "cpm.onnx", x) == 0
+    reference = keypoints(tmp_path / "cpm.onnx", x)
+    assert reference.shape[0] == len(x) and disagreement(reference, tmp_path / "cpm.onnx", x) == 0
     distance, tried = {}, tmp_path / "tried"
     tried.mkdir()
     for name in CALIBRATIONS:
         quantize_network(tmp_path / "cpm.onnx", tried / f"{name}.onnx", CropReader(crops[:16], fp32_manifest), name)
-        distance[name] = disagreement(tmp_path / "cpm.onnx", tried / f"{name}.onnx", x)
+        distance[name] = disagreement(reference, tried / f"{name}.onnx", x)
     chosen = min(distance, key=distance.get)
     assert f"{chosen} calibration" in manifest.quantization
-    assert disagreement(tmp_path / "cpm.onnx", out, x) == pytest.approx(distance[chosen])
+    assert disagreement(reference, out, x) == pytest.approx(distance[chosen])
     registry = load_registry(Settings(model_dir=tmp_path, pool_size=1, intra_op_threads=1))
     try:
         assert sorted(registry.models) == ["cpm", "cpm-int8"] and not registry.failed
