@@ -11,10 +11,10 @@ Simplified: far narrower layers (the paper's 4096-wide FCs become ``fc``), Batch
 instead of LRN, stages trained jointly (the paper trains them one after another) with
 the patch centres detached and jittered during training like its simulated predictions.
 
-``backbone="mobilenet_v2"`` (the shipped model): stage 1 is an ImageNet-pretrained
-MobileNetV2 with the same kind of fully connected regression head
-(``models.backbone.PretrainedRegressor``), where the paper used an ImageNet-pretrained
-AlexNet. The cascade's patch network stays small and is trained from scratch.
+``backbone="mobilenet_v2"`` or ``"movenet"`` (the shipped model: MoveNet Lightning's
+pose-trained trunk): stage 1 is a pretrained MobileNetV2 with the same kind of fully
+connected regression head (``models.backbone.PretrainedRegressor``), where the paper used
+an ImageNet-pretrained AlexNet. The cascade's patch network stays small and is trained from scratch.
 """
 from __future__ import annotations
 
