@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.keypoints import COCO_ORDER, FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_LSP_KEYPOINTS
+from models.keypoints import COCO_ORDER, FLIP_PERMUTATION, LOWER_BODY, NUM_KEYPOINTS, NUM_LSP_KEYPOINTS, UPPER_BODY
 from models.transforms import CROP_MARGIN, PAD_RGB, CropBox, crop_square, person_box
 
 # The cache keeps more context than that, so scale/rotation augmentation has real pixels.
@@ -241,12 +241,60 @@ class CachedSplit:
             return f"{split}_images" in z.files
 
 
+def half_body_framing(joints: np.ndarray, valid: np.ndarray, context: float, rng: np.random.Generator,
+                      probability: float, min_joints: int = 8, min_half: int = 3
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half-body crops (as SimpleBaseline and HRNet train): with ``probability``, a sample
+    with at least ``min_joints`` labelled joints is framed around one half of the body
+    (upper or lower, at random; the other when the chosen one has under ``min_half``
+    joints) instead of the whole person, as a detector frames someone the photo cuts off.
+
+    ``joints`` (N, K, 2) in [0, 1] of the cached crop. Returns (extent, centre, chosen):
+    the output crop's side as a fraction of the cached crop's, its centre in [0, 1], and
+    which samples were reframed; the others keep ``context`` around the centre.
+    """
+    n, k = valid.shape
+    extent, centre = np.full(n, context), np.full((n, 2), 0.5)
+    chosen = np.zeros(n, dtype=bool)
+    halves = [np.array([i for i in half if i < k]) for half in (UPPER_BODY, LOWER_BODY)]
+    draw, pick = rng.random(n), rng.random(n) < 0.5
+    for i in np.flatnonzero((draw < probability) & (valid.sum(1) >= min_joints)):
+        first, second = (halves[0], halves[1]) if pick[i] else (halves[1], halves[0])
+        for half in (first, second):
+            ids = half[valid[i, half]]
+            if len(ids) >= min_half:
+                lo, hi = joints[i, ids].min(0), joints[i, ids].max(0)
+                extent[i] = float(np.clip(1.5 * (hi - lo).max(), 0.3 * context, context))
+                centre[i], chosen[i] = (lo + hi) / 2, True
+                break
+    return extent, centre, chosen
+
+
+def occlude(images, rng: np.random.Generator, probability: float) -> None:
+    """Random erasing, in place: with ``probability``, a rectangle of 5-20 % of the crop's
+    area (aspect 0.3-3.3) is painted one random colour, so that a joint hidden behind
+    something must be inferred from the rest of the body. ``images``: (N, 3, S, S) in [0, 1]."""
+    n, _, size, _ = images.shape
+    for i in np.flatnonzero(rng.random(n) < probability):
+        area = rng.uniform(0.05, 0.2) * size * size
+        aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+        h = int(min(size, round(math.sqrt(area * aspect))))
+        w = int(min(size, round(math.sqrt(area / aspect))))
+        top, left = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
+        colour = rng.uniform(0, 1, 3)
+        for c in range(3):
+            images[i, c, top:top + h, left:left + w] = float(colour[c])
+
+
 def make_batch(split: CachedSplit, index: np.ndarray, size: int, mean: tuple[float, ...],
-               std: tuple[float, ...], augment: bool, rng: np.random.Generator):
+               std: tuple[float, ...], augment: bool, rng: np.random.Generator,
+               half_body: float = 0.0, occlusion: float = 0.0):
     """Crop, augment and normalise a batch; returns (images N3SS, joints NK2 in [0,1], valid NK).
 
     Augmentation follows the usual single-person recipe: scale 0.75-1.25, rotation ±30°
-    (40% of samples), horizontal flip with the left/right joint swap, colour jitter ±20%.
+    (40% of samples), horizontal flip with the left/right joint swap, colour jitter ±20%;
+    optionally half-body crops (``half_body_framing``) and random erasing (``occlude``),
+    each with its probability (0: off, and the random stream is the same as without them).
     """
     import torch
     import torch.nn.functional as F
@@ -264,6 +312,11 @@ def make_batch(split: CachedSplit, index: np.ndarray, size: int, mean: tuple[flo
         angle = np.where(rng.random(n) < 0.4, rng.uniform(-30, 30, n), 0.0) * math.pi / 180
         flip = rng.random(n) < 0.5
         shift = rng.uniform(-0.05, 0.05, (n, 2))
+        if half_body > 0:
+            extent, centre, _ = half_body_framing(split.joints[index], split.valid[index], split.context,
+                                                  rng, half_body)
+            scale *= extent / split.context
+            shift += 2 * centre - 1
     cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
     sign = np.where(flip, -1.0, 1.0)
     # theta maps output coords in [-1, 1] to input coords: in = A @ out + t.
@@ -287,6 +340,8 @@ def make_batch(split: CachedSplit, index: np.ndarray, size: int, mean: tuple[flo
     if augment:
         jitter = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 3, 1, 1))).float()
         out = (out * jitter).clamp(0, 1)
+        if occlusion > 0:
+            occlude(out, rng, occlusion)
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
     return (out - m) / s, joints, valid

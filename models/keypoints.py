@@ -91,6 +91,11 @@ FLIP_PERMUTATION: tuple[int, ...] = tuple(KEYPOINT_NAMES.index(_mirror(n)) for n
 
 # PCK's reference length ("torso diameter" in the LSP literature): left shoulder to right hip.
 TORSO = (KEYPOINT_NAMES.index("left_shoulder"), KEYPOINT_NAMES.index("right_hip"))
+# The two halves a half-body crop frames (augmentation: people cut off by the photo's edge
+# or by other things, as detector boxes often find them): hips and legs, and the rest.
+LOWER_BODY: tuple[int, ...] = tuple(KEYPOINT_NAMES.index(n) for n in (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle"))
+UPPER_BODY: tuple[int, ...] = tuple(i for i in range(NUM_KEYPOINTS) if i not in LOWER_BODY)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """``poseserve lever``: one training lever, measured alone on two short runs.
 
 A release usually changes several things at once (data, trunk, input size), so its gain
-is their sum. This command isolates one lever: two fresh ``poseserve train`` runs that
-differ in that lever only (same architecture, cache, recipe, seed and wall-clock
+is their sum. This command isolates one lever: two ``poseserve train`` runs (fresh, or both
+fine-tuning the released weights) that differ in that lever only (same architecture, cache, recipe, seed and wall-clock
 minutes), run one after the other so each has every core, then both checkpoints scored
 the same way: PCK@0.2 on the LSP test half and on coco_dev (person-box crops as the
 service makes them, no flip; coco_dev also split by the COCO set its photos come from).
@@ -45,15 +45,26 @@ LEVERS: dict[str, Lever] = {
                     Arm("MoveNet Lightning trunk", ("--backbone", "movenet")))),
     "input-size": Lever("128 px vs 192 px input (the same MoveNet trunk)",
                         (Arm("128 px", ("--input-size", "128")), Arm("192 px", ("--input-size", "192")))),
+    # Augmentation pays off late, so it is measured as a fine-tune of the released weights
+    # (a fresh short run would charge it for slowing the first epochs down).
+    "partial-bodies": Lever("the released weights fine-tuned with the usual augmentation vs also half-body "
+                            "crops and random erasing (probability 0.3 each)",
+                            (Arm("usual augmentation", ("--init", "models/weights/{model}.pt", "--lr", "5e-4")),
+                             Arm("+ half-body crops and erasing",
+                                 ("--init", "models/weights/{model}.pt", "--lr", "5e-4",
+                                  "--half-body", "0.3", "--occlusion", "0.3")))),
 }
 
 
 def train_argv(model: str, cache: Path, out: Path, minutes: float, threads: int, arm: Arm) -> list[str]:
     """The arm's ``poseserve train`` arguments: the campaign's recipe, then the arm's flags
-    (argparse keeps the last value given, so they override)."""
+    (argparse keeps the last value given, so they override; ``{model}`` in a flag is the
+    model's id). With ``--init`` the arm fine-tunes the released weights, whose own input
+    size and trunk then apply."""
     return ["--model", model, "--cache", str(cache), "--out", str(out), "--restart",
             "--input-size", "192", "--backbone", "movenet", "--sigma", "2", "--lr", "1e-3",
-            "--minutes", f"{minutes:g}", "--threads", str(threads), "--bf16", "--channels-last", *arm.flags]
+            "--minutes", f"{minutes:g}", "--threads", str(threads), "--bf16", "--channels-last",
+            *(flag.format(model=model) for flag in arm.flags)]
 
 
 def parse_train_args(argv: list[str]) -> argparse.Namespace:
@@ -105,7 +116,8 @@ def section(name: str, lever: Lever, model: str, results: list[dict]) -> str:
 
 def write_section(doc: Path, name: str, text: str) -> None:
     """Replace lever ``name``'s section of ``doc`` (or append it); the others stay."""
-    header = ("# Training levers, one at a time\n\nEach section: two fresh runs of `poseserve train` that "
+    header = ("# Training levers, one at a time\n\nEach section: two runs of `poseserve train` (fresh, or both "
+              "fine-tuning the released weights, as the section's commands show) that "
               "differ in one lever only, the same wall-clock minutes each on the same cache, scored the "
               "same way (PCK@0.2, person-box crops, no flip). Written by `poseserve lever` "
               "(models/levers.py).\n")

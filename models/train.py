@@ -137,7 +137,8 @@ def train(args: argparse.Namespace) -> Path:
     model, mean, std, state = ckpt.model, ckpt.mean, ckpt.std, ckpt.state
     size = ckpt.input_size
     ckpt.config.update(batch=args.batch, lr=args.lr, minutes=args.minutes, cache=str(args.cache),
-                       bf16=args.bf16, sigma=args.sigma, data=describe_cache(args.cache))
+                       bf16=args.bf16, sigma=args.sigma, data=describe_cache(args.cache),
+                       half_body=args.half_body, occlusion=args.occlusion)
     loss_kind = ARCHITECTURES[args.model].loss
     train_split = CachedSplit(args.cache, "train")
     val_splits = {name: CachedSplit(args.cache, name) for name in ("val", "val_coco")
@@ -171,7 +172,7 @@ def train(args: argparse.Namespace) -> Path:
             for g in opt.param_groups:
                 g["lr"] = args.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
             x, j, v = make_batch(train_split, order[start:start + args.batch], size, mean, std,
-                                 augment=True, rng=rng)
+                                 augment=True, rng=rng, half_body=args.half_body, occlusion=args.occlusion)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
@@ -215,6 +216,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "movenet = MoveNet Lightning's pose-trained trunk")
     p.add_argument("--init", type=Path, default=None,
                    help="fine-tune from these weights, e.g. models/weights/<id>.pt (the release)")
+    p.add_argument("--half-body", type=float, default=0.0, metavar="P",
+                   help="probability of a half-body crop (upper or lower body only), as a detector "
+                        "frames a person the photo cuts off; 0 = off")
+    p.add_argument("--occlusion", type=float, default=0.0, metavar="P",
+                   help="probability of painting over a random 5-20%% of the crop; 0 = off")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")

@@ -14,11 +14,13 @@ from models.data import (  # noqa: E402
     build_cache,
     coco_train_split,
     describe_cache,
+    half_body_framing,
     load_coco_people,
     load_lsp,
     load_lspet,
     make_batch,
     match_detection,
+    occlude,
 )
 from models.transforms import person_box  # noqa: E402
 from models.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS  # noqa: E402
@@ -219,3 +221,62 @@ def test_eval_runs_onnx_and_checkpoint_through_the_same_pipeline(fake_datasets, 
     assert len(a["per_stage_pck@0.2"]) == 3 and len(a["per_joint_pck@0.2"]) == 14
     assert a["pck@0.2"] == pytest.approx(b["pck@0.2"], abs=0.03)
     assert a["pck_curve"]["pck"][0] <= a["pck@0.1"] <= a["pck@0.2"] <= a["pck_curve"]["pck"][-1]
+
+
+def _person(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """n copies of one standing person in [0, 1] crop coordinates: head at the top, feet at
+    the bottom, every joint labelled."""
+    from models.keypoints import KEYPOINT_NAMES
+    heights = {"head_top": 0.15, "neck": 0.25, "nose": 0.2, "left_eye": 0.19, "right_eye": 0.19,
+               "left_ear": 0.2, "right_ear": 0.2, "right_shoulder": 0.28, "left_shoulder": 0.28,
+               "right_elbow": 0.4, "left_elbow": 0.4, "right_wrist": 0.5, "left_wrist": 0.5,
+               "right_hip": 0.55, "left_hip": 0.55, "right_knee": 0.7, "left_knee": 0.7,
+               "right_ankle": 0.85, "left_ankle": 0.85}
+    one = np.array([[0.45 if n_.startswith("right") else 0.55 if n_.startswith("left") else 0.5, heights[n_]]
+                    for n_ in KEYPOINT_NAMES])
+    return np.repeat(one[None], n, 0), np.ones((n, len(KEYPOINT_NAMES)), bool)
+
+
+def test_half_body_framing_frames_one_half_of_the_body():
+    from models.keypoints import LOWER_BODY, UPPER_BODY
+    joints, valid = _person(64)
+    extent, centre, chosen = half_body_framing(joints, valid, 0.7, np.random.default_rng(0), 1.0)
+    assert chosen.all()
+    upper = np.isclose(centre[:, 1], (0.15 + 0.5) / 2)
+    lower = np.isclose(centre[:, 1], (0.55 + 0.85) / 2)
+    assert (upper | lower).all() and 10 < upper.sum() < 54, "upper or lower half, at random"
+    assert np.allclose(extent[upper], 1.5 * 0.35) and np.allclose(extent[lower], 1.5 * 0.3)
+    # every joint of the framed half lies inside the new crop
+    for i in range(64):
+        half = list(UPPER_BODY if upper[i] else LOWER_BODY)
+        assert (np.abs(joints[i, half] - centre[i]) <= extent[i] / 2).all()
+    # never: with probability 0, with too few joints labelled
+    assert not half_body_framing(joints, valid, 0.7, np.random.default_rng(0), 0.0)[2].any()
+    few = valid.copy()
+    few[:, 6:] = False  # legs and hips only: 6 joints labelled
+    assert not half_body_framing(joints, few, 0.7, np.random.default_rng(0), 1.0)[2].any()
+
+
+def test_half_body_crops_zoom_onto_the_chosen_half():
+    joints, valid = _person(32)
+    split = CachedSplit.__new__(CachedSplit)
+    split.images = np.zeros((32, 64, 64, 3), np.uint8)
+    split.joints, split.valid, split.context = joints.astype(np.float32), valid, 0.9
+    _, whole, _ = make_batch(split, np.arange(32), 32, MEAN, STD, augment=True, rng=np.random.default_rng(5))
+    _, half, _ = make_batch(split, np.arange(32), 32, MEAN, STD, augment=True, rng=np.random.default_rng(5),
+                            half_body=1.0)
+    inside = lambda j: ((j >= 0) & (j <= 1)).all(-1).float().mean().item()  # noqa: E731
+    assert inside(whole) > 0.95 and inside(half) < 0.8, "half-body crops leave the other half outside"
+
+
+def test_occlusion_paints_one_rectangle_per_chosen_crop():
+    images = torch.zeros(40, 3, 32, 32)
+    occlude(images, np.random.default_rng(0), 0.5)
+    painted = (images != 0).any(1)
+    changed = painted.flatten(1).any(1)
+    assert 5 < int(changed.sum()) < 35
+    for mask in painted[changed]:
+        rows, cols = mask.any(1).nonzero().ravel(), mask.any(0).nonzero().ravel()
+        box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.all(), "one filled rectangle"
+        assert 0.04 * 32 * 32 <= box.numel() <= 0.21 * 32 * 32

@@ -10,14 +10,21 @@ pytest.importorskip("torch")
 from models.levers import LEVERS, parse_train_args, section, train_argv, write_section  # noqa: E402
 
 
-@pytest.mark.parametrize("name, lever_dest", [("trunk", "backbone"), ("input-size", "input_size")])
-def test_the_arms_differ_in_the_lever_only(name, lever_dest, tmp_path):
+@pytest.mark.parametrize("name, lever_dests", [("trunk", {"backbone"}), ("input-size", {"input_size"}),
+                                               ("partial-bodies", {"half_body", "occlusion"})])
+def test_the_arms_differ_in_the_lever_only(name, lever_dests, tmp_path):
     lever = LEVERS[name]
     a, b = (vars(parse_train_args(train_argv("hourglass", Path("c.npz"), tmp_path, 15, 2, arm)))
             for arm in lever.arms)
     changed = {k for k in a if a[k] != b[k]}
-    assert changed == {lever_dest}
+    assert changed == lever_dests
     assert a["minutes"] == b["minutes"] == 15 and a["restart"] and a["seed"] == b["seed"]
+
+
+def test_a_fine_tuning_lever_starts_both_arms_from_the_models_release(tmp_path):
+    for arm in LEVERS["partial-bodies"].arms:
+        args = parse_train_args(train_argv("cpm", Path("c.npz"), tmp_path, 15, 2, arm))
+        assert args.init == Path("models/weights/cpm.pt") and args.lr == 5e-4
 
 
 def result(lsp: float, coco: float) -> dict:
