@@ -45,7 +45,10 @@ def test_all_five_trained_models_are_shipped_and_load():
         registry.close()
     for model_id in ARCHITECTURES:
         m = manifest(model_id)
-        assert (DEFAULT_MODEL_DIR / f"{model_id}.onnx").stat().st_size <= 15 * 2**20
+        # small enough to ship in the image and the repository; the regressors' fully connected
+        # layer reads the flattened stride-32 map, so it grows with the input's area (DeepPose at
+        # 192 px: 18.2 MiB); a duplicated or unfolded export would still overshoot
+        assert (DEFAULT_MODEL_DIR / f"{model_id}.onnx").stat().st_size <= 20 * 2**20
         assert m.training["epochs"] >= 1, "shipped weights must be trained"
         assert m.accuracy["pck@0.2"] > MEAN_POSE_PCK
         if f"{model_id}-fp16" not in shipped_fp16:
