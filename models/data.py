@@ -259,8 +259,7 @@ def half_body_framing(joints: np.ndarray, valid: np.ndarray, context: float, rng
     halves = [np.array([i for i in half if i < k]) for half in (UPPER_BODY, LOWER_BODY)]
     draw, pick = rng.random(n), rng.random(n) < 0.5
     for i in np.flatnonzero((draw < probability) & (valid.sum(1) >= min_joints)):
-        first, second = (halves[0], halves[1]) if pick[i] else (halves[1], halves[0])
-        for half in (first, second):
+        for half in (halves if pick[i] else halves[::-1]):
             ids = half[valid[i, half]]
             if len(ids) >= min_half:
                 lo, hi = joints[i, ids].min(0), joints[i, ids].max(0)

@@ -140,8 +140,9 @@ MAX_PEOPLE = 20  # people kept per photo, most prominent first (as ``max_persons
 def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_kept_only: bool) -> dict:
     """COCO keypoint AP at the detector manifest's threshold, and the same at every
     ``SCORE_SWEEP`` threshold (``by_min_score``). Detection runs once, uncapped, at the lowest
-    of them, and the pose model only on boxes some threshold keeps: the people kept at a higher threshold are exactly those a direct call would keep (NMS
-    never lets a lower-scored box suppress a higher one), then the first ``MAX_PEOPLE``."""
+    of them, and the pose model only on boxes some threshold keeps: the people kept at a
+    higher threshold are exactly those a direct call would keep (NMS never lets a
+    lower-scored box suppress a higher one), then the first ``MAX_PEOPLE``."""
     from models.data import data_dir
 
     root = data_dir(data) / "coco_dev"
@@ -159,13 +160,14 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
         people_total += len(truths)
         kept = {t: [d for d in found if d.score >= t][:MAX_PEOPLE] for t in thresholds}
         dets = list(dict.fromkeys(d for t in thresholds for d in kept[t]))  # only those some threshold keeps
+        row = {d: i for i, d in enumerate(dets)}
         if not dets:
             continue
         kp, scores = pose_all(runner, img, [d.as_xywh() for d in dets])
         for t in thresholds:
             recalled[t] += sum(any(box_iou(d.as_xywh(), b) >= 0.5 for d in kept[t]) for b in truths)
             for d in kept[t]:
-                i = dets.index(d)
+                i = row[d]
                 confidence = person_score(d.score, None if scores is None else scores[i])
                 results[t].append({"image_id": im["id"], "category_id": 1, "score": round(confidence, 5),
                                    "keypoints": coco_array(runner.keypoints, kp[i]).ravel().round(2).tolist()})

@@ -1,10 +1,10 @@
 """``poseserve lever``: one training lever, measured alone on two short runs.
 
 A release usually changes several things at once (data, trunk, input size), so its gain
-is their sum. This command isolates one lever: two ``poseserve train`` runs (fresh, or both
-fine-tuning the released weights) that differ in that lever only (same architecture, cache, recipe, seed and wall-clock
-minutes), run one after the other so each has every core, then both checkpoints scored
-the same way: PCK@0.2 on the LSP test half and on coco_dev (person-box crops as the
+is their sum. This command isolates one lever: two ``poseserve train`` runs (fresh, or
+both fine-tuning the released weights) that differ in that lever only (same architecture,
+cache, recipe, seed and wall-clock minutes), run one after the other so each has every
+core, then both checkpoints scored the same way: PCK@0.2 on the LSP test half and on coco_dev (person-box crops as the
 service makes them, no flip; coco_dev also split by the COCO set its photos come from).
 Equal minutes, not equal images: a lever that makes training slower pays for it, which
 is the comparison that matters on a fixed machine; the images each arm saw are reported.

@@ -14,7 +14,8 @@ the patch centres detached and jittered during training like its simulated predi
 ``backbone="mobilenet_v2"`` or ``"movenet"`` (the shipped model: MoveNet Lightning's
 pose-trained trunk): stage 1 is a pretrained MobileNetV2 with the same kind of fully
 connected regression head (``models.backbone.PretrainedRegressor``), where the paper used
-an ImageNet-pretrained AlexNet. The cascade's patch network stays small and is trained from scratch.
+an ImageNet-pretrained AlexNet. The cascade's patch network stays small and is trained
+from scratch.
 """
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ with the pose detached between steps (each step learns to correct the previous
 estimate), in place of the paper's fixed-path consolidation schedule.
 
 ``backbone="mobilenet_v2"`` or ``"movenet"`` (the shipped model: MoveNet Lightning's
-pose-trained trunk): f is a pretrained MobileNetV2 with a fully connected head (``models.backbone.PretrainedRegressor``) whose first layer
-also reads the K heatmaps through zero-initialised extra input weights, as the paper
-extended its ImageNet GoogLeNet to 3 + K input channels.
+pose-trained trunk): f is a pretrained MobileNetV2 with a fully connected head
+(``models.backbone.PretrainedRegressor``) whose first layer also reads the K heatmaps
+through zero-initialised extra input weights, as the paper extended its ImageNet
+GoogLeNet to 3 + K input channels.
 """
 from __future__ import annotations
 
