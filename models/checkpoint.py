@@ -101,6 +101,26 @@ def grow_keypoints(ckpt: Checkpoint, k: int) -> Checkpoint:
     return Checkpoint(grown.eval(), config, ckpt.mean, ckpt.std, dict(ckpt.state), None)
 
 
+@torch.no_grad()
+def at_input_size(ckpt: Checkpoint, size: int) -> Checkpoint:
+    """The same trained network, rebuilt for ``size`` px crops (to fine-tune at a new resolution).
+
+    Only a fully convolutional network keeps every weight's shape (the hourglass, CPM,
+    Tompson); a regressor whose fully connected layer reads the flattened feature map
+    (DeepPose, IEF) does not, and gets a ValueError rather than a silently re-initialised layer.
+    """
+    if size == ckpt.input_size:
+        return ckpt
+    model = build_model(ckpt.arch_id, input_size=size, **builder_options(ckpt.config))
+    try:
+        model.load_state_dict(ckpt.model.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"{ckpt.arch_id} cannot change its input size from {ckpt.input_size} to {size} px: "
+                         "some weights' shapes depend on it") from err
+    return Checkpoint(model.eval(), {**ckpt.config, "input_size": size}, ckpt.mean, ckpt.std,
+                      dict(ckpt.state), None)
+
+
 def save_checkpoint(path: Path, ckpt: Checkpoint, with_optimizer: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     config = {**ckpt.config, "arch": {**builder_options(ckpt.config), "num_keypoints": num_keypoints(ckpt)}}

@@ -39,6 +39,8 @@ class Lever:
     arms: tuple[Arm, Arm]
 
 
+FINE_TUNE = ("--init", "models/weights/{model}.pt", "--lr", "5e-4")  # from the release, half the fresh lr
+
 LEVERS: dict[str, Lever] = {
     "trunk": Lever("an ImageNet-pretrained trunk vs MoveNet Lightning's pose-trained trunk",
                    (Arm("ImageNet MobileNetV2", ("--backbone", "mobilenet_v2")),
@@ -49,20 +51,24 @@ LEVERS: dict[str, Lever] = {
     # (a fresh short run would charge it for slowing the first epochs down).
     "partial-bodies": Lever("the released weights fine-tuned with the usual augmentation vs also half-body "
                             "crops and random erasing (probability 0.3 each)",
-                            (Arm("usual augmentation", ("--init", "models/weights/{model}.pt", "--lr", "5e-4")),
-                             Arm("+ half-body crops and erasing",
-                                 ("--init", "models/weights/{model}.pt", "--lr", "5e-4",
-                                  "--half-body", "0.3", "--occlusion", "0.3")))),
+                            (Arm("usual augmentation", FINE_TUNE),
+                             Arm("+ half-body crops and erasing", (*FINE_TUNE, "--half-body", "0.3", "--occlusion", "0.3")))),
+    # A fresh 256 px run would start 4 epochs behind the release; fine-tuning both from it
+    # asks the question that matters: does the release gain by seeing finer crops?
+    "finetune-size": Lever("the released weights fine-tuned at 192 px vs at 256 px (fully convolutional models)",
+                           (Arm("192 px", (*FINE_TUNE, "--input-size", "192")),
+                            Arm("256 px", (*FINE_TUNE, "--input-size", "256")))),
 }
 
 
 def train_argv(model: str, cache: Path, out: Path, minutes: float, threads: int, arm: Arm) -> list[str]:
     """The arm's ``poseserve train`` arguments: the campaign's recipe, then the arm's flags
     (argparse keeps the last value given, so they override; ``{model}`` in a flag is the
-    model's id). With ``--init`` the arm fine-tunes the released weights, whose own input
-    size and trunk then apply."""
-    return ["--model", model, "--cache", str(cache), "--out", str(out), "--restart",
-            "--input-size", "192", "--backbone", "movenet", "--sigma", "2", "--lr", "1e-3",
+    model's id). With ``--init`` the arm fine-tunes the released weights, whose own trunk
+    and (unless the arm sets one) input size then apply."""
+    fresh = () if "--init" in arm.flags else ("--input-size", "192", "--backbone", "movenet")
+    return ["--model", model, "--cache", str(cache), "--out", str(out), "--restart", *fresh,
+            "--sigma", "2", "--lr", "1e-3",
             "--minutes", f"{minutes:g}", "--threads", str(threads), "--bf16", "--channels-last",
             *(flag.format(model=model) for flag in arm.flags)]
 
@@ -75,20 +81,35 @@ def parse_train_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_arm(argv: list[str], data: str | None) -> dict:
-    """Train the arm, then score its checkpoint on LSP test and coco_dev."""
+def finished(argv: list[str]) -> bool:
+    """Whether the arm's checkpoint already exists and has trained its full minutes."""
+    import torch
+
+    args = parse_train_args(argv)
+    path = Path(args.out) / args.model / "checkpoint.pt"
+    if not path.exists():
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=False).get("state", {})
+    return state.get("elapsed", 0.0) >= args.minutes * 60
+
+
+def run_arm(argv: list[str], data: str | None, reuse: bool = False) -> dict:
+    """Train the arm (or, with ``reuse``, take its finished checkpoint as it is), then score
+    it on LSP test and coco_dev."""
     from models.checkpoint import load_checkpoint
     from models.evaluate import evaluate, evaluate_coco
     from models.train import train
 
-    args = parse_train_args(argv)
+    reused = reuse and finished(argv)
+    args = parse_train_args([a for a in argv if a != "--restart"] if reused else argv)
     t0 = time.time()
-    ckpt_path = train(args)
+    ckpt_path = train(args)  # resuming a finished run trains nothing
     state = load_checkpoint(ckpt_path).state
     lsp = evaluate(args.model, data=data, checkpoint=ckpt_path)
     coco = evaluate_coco(args.model, data=data, checkpoint=ckpt_path)
-    return {"command": "poseserve train " + shlex.join(argv), "epochs": state["epoch"], "steps": state["step"],
-            "images_seen": state["step"] * args.batch, "train_minutes": round(state["elapsed"] / 60, 1),
+    return {"command": "poseserve train " + shlex.join(argv), "reused": reused, "epochs": state["epoch"],
+            "steps": state["step"], "images_seen": state["step"] * args.batch,
+            "train_minutes": round(state["elapsed"] / 60, 1),
             "wall_minutes": round((time.time() - t0) / 60, 1), "lsp_pck@0.2": lsp["pck@0.2"],
             "coco_dev_pck@0.2": coco["pck@0.2"], "coco_dev_by_split": coco.get("pck@0.2_by_split", {})}
 
@@ -109,7 +130,9 @@ def section(name: str, lever: Lever, model: str, results: list[dict]) -> str:
              f"**{100 * (b['coco_dev_pck@0.2'] - a['coco_dev_pck@0.2']):+.1f}** on coco_dev.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
              *["| " + " | ".join(r) + " |" for r in rows], "",
-             *[f"- {arm.label}: `{r['command']}`" for arm, r in zip(lever.arms, results)],
+             *[f"- {arm.label}: `{r['command']}`" + (" (a finished checkpoint of this recipe, scored, not retrained)"
+                                                     if r.get("reused") else "")
+               for arm, r in zip(lever.arms, results)],
              END.format(name=name)]
     return "\n".join(lines)
 
@@ -139,6 +162,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/levers"))
     p.add_argument("--data", help="datasets folder (default: $POSE_DATA_DIR or ../shared/datasets)")
     p.add_argument("--docs", type=Path, default=Path("docs"))
+    p.add_argument("--reuse", action="store_true",
+                   help="score an arm whose checkpoint (in its --out folder) already trained the full "
+                        "minutes instead of training it again, e.g. an arm two levers share, copied there")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -146,7 +172,7 @@ def main(args: argparse.Namespace) -> None:
     results = []
     for i, arm in enumerate(lever.arms):
         argv = train_argv(args.model, args.cache, args.out / f"{args.lever}-{i}", args.minutes, args.threads, arm)
-        results.append(run_arm(argv, args.data))
+        results.append(run_arm(argv, args.data, args.reuse))
         print(arm.label, json.dumps(results[-1]), flush=True)
     (args.docs / "results").mkdir(parents=True, exist_ok=True)
     (args.docs / "results" / f"lever-{args.lever}.json").write_text(json.dumps(

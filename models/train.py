@@ -25,7 +25,7 @@ from models.architectures import ARCHITECTURES, build_model
 from models.architectures.registry import LossKind
 from models.backbone import (PRETRAINED_MEAN, PRETRAINED_STD, TRUNKS, MobileNetV2Trunk, load_pretrained,
                              pretrained_description)
-from models.checkpoint import Checkpoint, grow_keypoints, load_checkpoint, save_checkpoint
+from models.checkpoint import Checkpoint, at_input_size, grow_keypoints, load_checkpoint, save_checkpoint
 from models.data import CachedSplit, describe_cache, make_batch
 from models.heatmaps import HEATMAP_SIGMA, render_gaussians
 from models.inference import InferenceGraph
@@ -34,6 +34,7 @@ from models.metrics import pck_summary
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 RELEASED_WEIGHTS = Path(__file__).parent / "weights"
+DEFAULT_INPUT_SIZE = 128  # a fresh model's crop size when --input-size is not given
 
 
 def pose_loss(loss: LossKind, outputs: list[torch.Tensor], joints: torch.Tensor,
@@ -107,8 +108,10 @@ def _start(args: argparse.Namespace, ckpt_path: Path) -> Checkpoint:
         return ckpt
     if args.init:
         ckpt = grow_keypoints(load_checkpoint(args.init), NUM_KEYPOINTS)
+        if args.input_size:
+            ckpt = at_input_size(ckpt, args.input_size)
         print(f"fine-tuning from {args.init} (its architecture options and normalisation, "
-              f"{NUM_KEYPOINTS} joints)")
+              f"{NUM_KEYPOINTS} joints, {ckpt.input_size} px)")
         ckpt.config = {**ckpt.config, "init": str(args.init)}
         ckpt.state, ckpt.optimizer = {"epoch": 0, "elapsed": 0.0, "step": 0}, None
         return ckpt
@@ -117,12 +120,13 @@ def _start(args: argparse.Namespace, ckpt_path: Path) -> Checkpoint:
     options["num_keypoints"] = NUM_KEYPOINTS
     if args.backbone:
         options["backbone"] = args.backbone
-    model = build_model(args.model, input_size=args.input_size, **options)
+    input_size = args.input_size or DEFAULT_INPUT_SIZE
+    model = build_model(args.model, input_size=input_size, **options)
     for trunk in (m for m in model.modules() if isinstance(m, MobileNetV2Trunk)):
         load_pretrained(trunk)
         print(f"loaded the {trunk.backbone} MobileNetV2 weights into the trunk")
     mean, std = (PRETRAINED_MEAN, PRETRAINED_STD) if args.backbone else (IMAGENET_MEAN, IMAGENET_STD)
-    config = {"model": args.model, "input_size": args.input_size, "width": args.width, "arch": options,
+    config = {"model": args.model, "input_size": input_size, "width": args.width, "arch": options,
               "pretrained": pretrained_description(model)}
     return Checkpoint(model, config, mean, std, {"epoch": 0, "elapsed": 0.0, "step": 0})
 
@@ -205,7 +209,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=Path("cache/lsp180.npz"),
                    help="crop cache from `poseserve cache` (built from POSE_DATA_DIR)")
     p.add_argument("--out", default="runs")
-    p.add_argument("--input-size", type=int, default=128)
+    p.add_argument("--input-size", type=int, default=None,
+                   help=f"crop size in px; a fresh model: default {DEFAULT_INPUT_SIZE}; with --init: "
+                        "default the weights' own, another size only for fully convolutional models")
     p.add_argument("--width", type=int, default=0, help="0 = the builder's default")
     p.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE",
                    help="builder option for a fresh model, e.g. stacks=1 (repeatable)")

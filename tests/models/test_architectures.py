@@ -372,3 +372,24 @@ def test_movenet_trunk_same_padding_matches_an_explicitly_padded_reference():
     assert got.shape == (1, 32, 24, 24)
     assert (got - want).norm() / want.norm() < 1e-5
     assert (shifted - want).norm() / want.norm() > 0.05
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_a_checkpoint_moves_to_a_new_input_size_only_when_fully_convolutional(name):
+    """Fine-tuning at a finer crop keeps every trained weight of a fully convolutional model
+    (its heatmaps grow with the crop); a regressor reading the flattened map refuses."""
+    from models.checkpoint import at_input_size
+    from tests.helpers import tiny_checkpoint
+
+    ckpt, size = tiny_checkpoint(name), TEST_INPUT + 32
+    if name in {"deeppose", "ief"}:
+        with pytest.raises(ValueError, match="cannot change its input size"):
+            at_input_size(ckpt, size)
+        return
+    moved = at_input_size(ckpt, size)
+    assert moved.input_size == size and ckpt.input_size == TEST_INPUT
+    assert all(torch.equal(a, b) for a, b in zip(ckpt.model.state_dict().values(),
+                                                  moved.model.state_dict().values()))
+    with torch.no_grad():
+        small, large = ckpt.model(torch.randn(1, 3, TEST_INPUT, TEST_INPUT)), moved.model(torch.randn(1, 3, size, size))
+    assert large[-1].shape[-1] * TEST_INPUT == small[-1].shape[-1] * size

@@ -7,11 +7,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from models.levers import LEVERS, parse_train_args, section, train_argv, write_section  # noqa: E402
+from models.levers import LEVERS, finished, parse_train_args, section, train_argv, write_section  # noqa: E402
 
 
 @pytest.mark.parametrize("name, lever_dests", [("trunk", {"backbone"}), ("input-size", {"input_size"}),
-                                               ("partial-bodies", {"half_body", "occlusion"})])
+                                               ("partial-bodies", {"half_body", "occlusion"}),
+                                               ("finetune-size", {"input_size"})])
 def test_the_arms_differ_in_the_lever_only(name, lever_dests, tmp_path):
     lever = LEVERS[name]
     a, b = (vars(parse_train_args(train_argv("hourglass", Path("c.npz"), tmp_path, 15, 2, arm)))
@@ -21,10 +22,18 @@ def test_the_arms_differ_in_the_lever_only(name, lever_dests, tmp_path):
     assert a["minutes"] == b["minutes"] == 15 and a["restart"] and a["seed"] == b["seed"]
 
 
-def test_a_fine_tuning_lever_starts_both_arms_from_the_models_release(tmp_path):
-    for arm in LEVERS["partial-bodies"].arms:
+@pytest.mark.parametrize("name", ["partial-bodies", "finetune-size"])
+def test_a_fine_tuning_lever_starts_both_arms_from_the_models_release(name, tmp_path):
+    for arm in LEVERS[name].arms:
         args = parse_train_args(train_argv("cpm", Path("c.npz"), tmp_path, 15, 2, arm))
-        assert args.init == Path("models/weights/cpm.pt") and args.lr == 5e-4
+        assert args.init == Path("models/weights/cpm.pt") and args.lr == 5e-4 and args.backbone is None
+
+
+def test_a_fine_tune_keeps_the_releases_input_size_unless_the_arm_sets_one(tmp_path):
+    usual, _ = LEVERS["partial-bodies"].arms
+    assert parse_train_args(train_argv("cpm", Path("c.npz"), tmp_path, 15, 2, usual)).input_size is None
+    _, finer = LEVERS["finetune-size"].arms
+    assert parse_train_args(train_argv("cpm", Path("c.npz"), tmp_path, 15, 2, finer)).input_size == 256
 
 
 def result(lsp: float, coco: float) -> dict:
@@ -46,3 +55,15 @@ def test_each_lever_has_its_own_section_and_a_rerun_replaces_it(tmp_path):
     assert text.startswith("# Training levers") and text.count("## trunk") == 1
     assert "**+9.0** points on LSP" in text and "**+14.0**" not in text
     assert "**-1.0** on coco_dev" in text  # the other lever's section is kept
+
+
+def test_reuse_takes_only_a_checkpoint_that_trained_the_arms_full_minutes(tmp_path):
+    import torch
+
+    argv = train_argv("hourglass", Path("c.npz"), tmp_path, 15, 2, LEVERS["partial-bodies"].arms[0])
+    assert not finished(argv)
+    (tmp_path / "hourglass").mkdir()
+    torch.save({"state": {"elapsed": 14 * 60.0}}, tmp_path / "hourglass" / "checkpoint.pt")
+    assert not finished(argv)  # an interrupted run is trained again, not scored half-way
+    torch.save({"state": {"elapsed": 15 * 60.0 + 3}}, tmp_path / "hourglass" / "checkpoint.pt")
+    assert finished(argv)
