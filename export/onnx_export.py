@@ -19,7 +19,7 @@ from torch import nn
 
 from models.architectures import ARCHITECTURES
 from models.backbone import TRUNKS, licence_path, pretrained_description
-from models.checkpoint import Checkpoint, load_checkpoint, num_keypoints
+from models.checkpoint import Checkpoint, load_checkpoint, num_keypoints, run_checkpoint
 from models.heatmaps import HEATMAP_STRIDE
 from models.inference import InferenceGraph, output_names
 from models.keypoints import JointSet
@@ -218,6 +218,6 @@ def main(args: argparse.Namespace) -> None:
     """``poseserve export``: checkpoint → ONNX + manifest, with a parity check."""
     refuse_shipped(args.out, args.force)
     for arch_id in (ARCHITECTURES if args.model == "all" else (args.model,)):
-        checkpoint = args.checkpoint or Path("runs") / arch_id / "checkpoint.pt"
+        checkpoint = args.checkpoint or run_checkpoint(Path("runs"), arch_id)
         m = export_model(load_checkpoint(checkpoint), args.out, flip_test=args.flip_test)
         print(f"{arch_id}: {args.out / m.onnx} params={m.params} parity={m.parity_max_abs_error:.2e}")

@@ -25,7 +25,7 @@ from export import report
 from export.onnx_export import SHIPPED_DIR, ParityError, export_model, ship_trunk_licence
 from export.quantize import CALIBRATION_CROPS, calibration_crops, holdout_crops, quantize_int8
 from models.architectures import ARCHITECTURES
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, run_checkpoint, save_checkpoint
 from models.evaluate import evaluate, evaluate_coco
 from models.manifest import PoseManifest, load_manifest
 from models.runtime import create_session
@@ -189,7 +189,7 @@ def ship_licences(onnx_dir: Path) -> None:
 
 def checkpoint_for(model_id: str, runs: Path) -> Path:
     """The run's checkpoint when there is one, else the released weights."""
-    run = runs / model_id / "checkpoint.pt"
+    run = run_checkpoint(runs, model_id)
     return run if run.exists() else RELEASED_WEIGHTS / f"{model_id}.pt"
 
 

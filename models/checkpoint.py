@@ -121,6 +121,11 @@ def at_input_size(ckpt: Checkpoint, size: int) -> Checkpoint:
                       dict(ckpt.state), None)
 
 
+def run_checkpoint(runs: Path, model_id: str) -> Path:
+    """Where ``poseserve train --out runs`` keeps a model's checkpoint (resumed, released)."""
+    return Path(runs) / model_id / "checkpoint.pt"
+
+
 def save_checkpoint(path: Path, ckpt: Checkpoint, with_optimizer: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     config = {**ckpt.config, "arch": {**builder_options(ckpt.config), "num_keypoints": num_keypoints(ckpt)}}

@@ -85,8 +85,10 @@ def finished(argv: list[str]) -> bool:
     """Whether the arm's checkpoint already exists and has trained its full minutes."""
     import torch
 
+    from models.checkpoint import run_checkpoint
+
     args = parse_train_args(argv)
-    path = Path(args.out) / args.model / "checkpoint.pt"
+    path = run_checkpoint(args.out, args.model)
     if not path.exists():
         return False
     state = torch.load(path, map_location="cpu", weights_only=False).get("state", {})

@@ -25,7 +25,8 @@ from models.architectures import ARCHITECTURES, build_model
 from models.architectures.registry import LossKind
 from models.backbone import (PRETRAINED_MEAN, PRETRAINED_STD, TRUNKS, MobileNetV2Trunk, load_pretrained,
                              pretrained_description)
-from models.checkpoint import Checkpoint, at_input_size, grow_keypoints, load_checkpoint, save_checkpoint
+from models.checkpoint import (Checkpoint, at_input_size, grow_keypoints, load_checkpoint, run_checkpoint,
+                              save_checkpoint)
 from models.data import CachedSplit, describe_cache, make_batch
 from models.heatmaps import HEATMAP_SIGMA, render_gaussians
 from models.inference import InferenceGraph
@@ -134,9 +135,9 @@ def _start(args: argparse.Namespace, ckpt_path: Path) -> Checkpoint:
 def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    out = Path(args.out) / args.model
+    ckpt_path = run_checkpoint(args.out, args.model)
+    out = ckpt_path.parent
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
     ckpt = _start(args, ckpt_path)
     model, mean, std, state = ckpt.model, ckpt.mean, ckpt.std, ckpt.state
     size = ckpt.input_size
