@@ -1,4 +1,5 @@
-"""Training: one loop for all five architectures, budgeted by wall-clock time.
+"""Training: one loop for all five architectures, budgeted by wall-clock time (less the
+time the run was paused from outside: ``models.run_clock``).
 
 Why a time budget: on a shared 2-core machine the useful unit is minutes, not epochs.
 The learning rate follows a cosine over the *elapsed fraction* of the budget, so a run
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from models.backbone import (PRETRAINED_MEAN, PRETRAINED_STD, TRUNKS, MobileNetV
 from models.checkpoint import (Checkpoint, at_input_size, grow_keypoints, load_checkpoint, run_checkpoint,
                               save_checkpoint)
 from models.data import CachedSplit, describe_cache, make_batch
+from models.run_clock import RunClock
 from models.heatmaps import HEATMAP_SIGMA, render_gaussians
 from models.inference import InferenceGraph
 from models.keypoints import NUM_KEYPOINTS
@@ -164,15 +165,16 @@ def train(args: argparse.Namespace) -> Path:
     log = (out / "metrics.jsonl").open("a")
     from tqdm import tqdm
 
+    clock = RunClock(state["elapsed"])  # pauses (kill -STOP) are not charged to the budget
     while state["elapsed"] < budget and state["epoch"] < args.max_epochs:
         model.train()
         order = rng.permutation(len(train_split))
         losses = []
-        t0, start_elapsed = time.time(), state["elapsed"]
+        clock.restart()
         bar = tqdm(range(0, len(order) - args.batch + 1, args.batch), mininterval=30,
                    desc=f"{args.model} epoch {state['epoch'] + 1}")
         for start in bar:
-            frac = min((start_elapsed + time.time() - t0) / budget, 1.0)
+            frac = min(clock.elapsed / budget, 1.0)
             warm = min(1.0, (state["step"] + 1) / 200)
             for g in opt.param_groups:
                 g["lr"] = args.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
@@ -189,11 +191,13 @@ def train(args: argparse.Namespace) -> Path:
             opt.step()
             losses.append(loss.item())
             state["step"] += 1
+            clock.tick()
             if frac >= 1.0:
                 break
-        state["elapsed"] = start_elapsed + time.time() - t0
+        state["elapsed"] = clock.elapsed
         state["epoch"] += 1
         metrics = {"epoch": state["epoch"], "elapsed_min": round(state["elapsed"] / 60, 2),
+                   "paused_min": round(clock.paused / 60, 2),
                    "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
                    **{f"{name}_pck_per_stage": evaluate_split(model, split, size, mean, std)["pck"]
                       for name, split in val_splits.items()}}
