@@ -4,7 +4,7 @@ What decoding an image costs is known from its header: width × height × the by
 pixel its mode is worked on at (``decode_weight``: an RGBA or 16-bit image costs more
 than RGB at the same size). That weighted count is the budget ``POSE_MAX_PIXELS`` bounds.
 Decoded images never exceed ``max_side`` pixels on their long side (nothing downstream
-needs more: the detector sees 416 px, a pose crop 128): a JPEG gets there by libjpeg's
+needs more: the detector sees 512 px, a pose crop 192): a JPEG gets there by libjpeg's
 DCT scaling before decoding, other formats by ``Image.reduce`` right after.
 
 What happens to the pixels next (the person crop and normalisation) is

@@ -31,8 +31,8 @@ def group_photo(single: Image.Image, count: int, layout: tuple[int, int] | None 
     return buf.getvalue()
 
 
-def resized_detectors(path: Path, threads: int, photo: bytes, sizes: tuple[int, ...] = (320, 256)) -> dict:
-    """The shipped detector's graph resized to smaller inputs (``export.detector.resized_graph``),
+def resized_detectors(path: Path, threads: int, photo: bytes, sizes: tuple[int, ...] = (416, 320)) -> dict:
+    """The shipped detector's graph resized to other inputs (``export.detector.resized_graph``),
     each with its letterboxed input: size → (session, input). Empty without the onnx package."""
     import tempfile
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.detection import SHIPPED_MODEL_DIR, Detection, Detector, iou, person_score
+from models.detection import SEEN_JOINT_SCORE, SHIPPED_MODEL_DIR, Detection, Detector, iou, person_score
 from models.evaluate import Runner, lsp_joints, lsp_test_people, movenet_runner, onnx_runner
 from models.keypoints import COCO_KEYPOINT_NAMES, LSP_TO_COCO, coco_indices
 from models.manifest import DetectorManifest, load_manifest
@@ -227,7 +227,8 @@ def main(args: argparse.Namespace) -> None:
 def markdown(results: dict, detector: DetectorManifest, limit: int) -> str:
     lines = ["# The whole-photo pipeline: detector + pose", "",
              "Measured by `poseserve eval-pipeline` (models/evaluate_pipeline.py) in one run, through the",
-             f"shipped graphs and the service's own decoding: detector `{detector.id}` ({detector.architecture}),",
+             f"shipped graphs and the service's own decoding: detector `{detector.id}` ({detector.architecture}, "
+             f"{detector.input['size']} px input),",
              f"score ≥ {detector.score_threshold}, NMS IoU {detector.iou_threshold}; every person's crop through the",
              "pose model in one batch.", "",
              "## LSP test: is the annotated person found, and how well is their pose estimated?", "",
@@ -249,7 +250,8 @@ def markdown(results: dict, detector: DetectorManifest, limit: int) -> str:
               "predict the face points; — for those that predict only the LSP joints). **AP (12)**: over the "
               "12 body joints LSP and COCO share (the 5 face points marked unlabelled in the ground truth, "
               "`num_keypoints` recounted), comparable across every model here. A prediction's score = "
-              "detector score × mean joint score (heatmap models). *Recall* = annotated people with a "
+              f"detector score × mean score of the joints scored above {SEEN_JOINT_SCORE} (heatmap models; "
+              "`models.detection.person_score`). *Recall* = annotated people with a "
               "returned box of IoU ≥ 0.5. *all*: the 110 photos; *aspect kept*: the 57 not squashed on "
               "re-hosting.", "",
               "| model | photos | people | person recall | AP (17) | AP50 (17) | AP (12) | AP50 (12) | AP75 (12) | AP medium (12) | AP large (12) | AR (12) |",

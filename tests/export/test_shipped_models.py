@@ -133,6 +133,19 @@ def test_the_coco_array_of_an_lsp_only_model_leaves_the_face_empty():
 
 
 @pytest.mark.skipif(not (DATA.parent / "pretrained" / "person_detector").exists(), reason="../shared/pretrained absent")
+def test_the_shipped_detector_is_what_poseserve_detector_writes(tmp_path):
+    """The graph in models/onnx is reproducible from ../shared/pretrained, at the size it documents."""
+    pytest.importorskip("onnx")
+    from export.detector import INPUT_SIZE, package
+
+    written = package(DATA.parent / "pretrained", tmp_path)
+    shipped = load_manifest(DEFAULT_MODEL_DIR / "person_detector.json")
+    assert written.sha256 == shipped.sha256 and shipped.input["size"] == INPUT_SIZE
+    anchors = sum((INPUT_SIZE // stride) ** 2 for stride in (8, 16, 32))  # one per cell of each grid
+    assert written.output["shape"] == shipped.output["shape"] == [1, anchors, 85]
+
+
+@pytest.mark.skipif(not (DATA.parent / "pretrained" / "person_detector").exists(), reason="../shared/pretrained absent")
 def test_the_detector_packs_at_another_input_size_and_still_finds_the_person(tmp_path):
     """``poseserve detector --input-size 320``: a valid graph of 320² in, 2100 anchor points
     out, whose manifest decodes it, finding the athlete of an LSP photo where 416 does."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.detection import Detection, decode, grids, iou, letterbox, nms, people
+from models.detection import Detection, decode, grids, iou, letterbox, nms, people, person_score
 
 SIZE = 416
 
@@ -66,6 +66,14 @@ def test_people_are_in_image_pixels_clipped_and_most_prominent_first():
     assert len(people(raw, SIZE, ratio, (832, 832), 0.3, 0.45, max_people=1)) == 1
 
 
+def test_person_score_ranks_by_the_joints_the_model_sees():
+    # joints at 0.9 and 0.5 are seen, 0.1 and 0.05 are below 0.2: mean of the seen ones, 0.7
+    assert person_score(0.8, [0.9, 0.5, 0.1, 0.05, None]) == pytest.approx(0.8 * 0.7)
+    assert person_score(None, [0.6, 0.4]) == pytest.approx(0.5)  # a given box: no detector score
+    assert person_score(0.8, [0.1, 0.15]) == 0.0  # nothing seen: ranked last
+    assert person_score(0.8, None) == person_score(0.8, [None, None]) == pytest.approx(0.8)  # regressors
+
+
 def test_letterbox_keeps_aspect_pads_grey_and_is_bgr():
     img = Image.new("RGB", (200, 100), (255, 0, 0))
     x, ratio = letterbox(img, SIZE)
@@ -107,14 +115,17 @@ def test_decode_matches_the_plain_reference_on_the_real_detector():
     from tests.helpers import SHIPPED
     from models.runtime import create_session
 
+    from models.manifest import load_manifest
+
     session = create_session(SHIPPED / "person_detector.onnx", threads=1)
+    size = int(load_manifest(SHIPPED / "person_detector.json").input["size"])
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 255, (300, 500, 3), dtype=np.uint8))
-    x, ratio = letterbox(img, SIZE)
+    x, ratio = letterbox(img, size)
     raw = session.run(None, {"images": x})[0][0]
     # a low threshold so that the noise image yields candidates to decode and suppress
-    ours = people(raw, SIZE, ratio, img.size, min_score=0.001, iou_threshold=0.45, max_people=1000)
-    ref = reference_people(raw, SIZE, ratio, img.size, 0.001, 0.45)
+    ours = people(raw, size, ratio, img.size, min_score=1e-4, iou_threshold=0.45, max_people=1000)
+    ref = reference_people(raw, size, ratio, img.size, 1e-4, 0.45)
     assert len(ours) == len(ref) > 0
     for d, r in zip(ours, ref):
         assert (d.x, d.y, d.w, d.h, d.score) == pytest.approx(r, rel=1e-4, abs=1e-3)
