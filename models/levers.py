@@ -58,6 +58,12 @@ LEVERS: dict[str, Lever] = {
     "finetune-size": Lever("the released weights fine-tuned at 192 px vs at 256 px (fully convolutional models)",
                            (Arm("192 px", (*FINE_TUNE, "--input-size", "192")),
                             Arm("256 px", (*FINE_TUNE, "--input-size", "256")))),
+    # For the weaker architectures: the released default model as teacher on the same crops.
+    "distill": Lever("the released weights fine-tuned on the labels vs also on the released hourglass's "
+                     "heatmaps (alpha 0.5) and its confident points for unlabelled joints",
+                     (Arm("labels", FINE_TUNE),
+                      Arm("+ hourglass teacher", (*FINE_TUNE, "--teacher", "models/weights/hourglass.pt",
+                                                  "--distill", "0.5")))),
 }
 
 

@@ -28,6 +28,7 @@ from models.backbone import (PRETRAINED_MEAN, PRETRAINED_STD, TRUNKS, MobileNetV
 from models.checkpoint import (Checkpoint, at_input_size, grow_keypoints, load_checkpoint, run_checkpoint,
                               save_checkpoint)
 from models.data import CachedSplit, describe_cache, make_batch
+from models.distill import Targets, Teacher
 from models.run_clock import RunClock
 from models.heatmaps import HEATMAP_SIGMA, render_gaussians
 from models.inference import InferenceGraph
@@ -40,17 +41,23 @@ DEFAULT_INPUT_SIZE = 128  # a fresh model's crop size when --input-size is not g
 
 
 def pose_loss(loss: LossKind, outputs: list[torch.Tensor], joints: torch.Tensor,
-              valid: torch.Tensor, bound: float = 0.1, sigma: float = HEATMAP_SIGMA) -> torch.Tensor:
+              valid: torch.Tensor, bound: float = 0.1, sigma: float = HEATMAP_SIGMA,
+              teacher: Targets | None = None) -> torch.Tensor:
     """The paper's loss (see ``LossKind``), summed over stages (intermediate supervision).
 
     ``sigma``: the target Gaussians' width in heatmap cells. Narrow targets are precise but
     nearly all-zero, so early training sits on the "predict zeros" plateau (a 32×32 map
     with sigma 1 is ~0.3 % Gaussian mass); decoding (argmax + Taylor) works for any width.
+    ``teacher``: a trained model's answers for the same batch (``models.distill``).
     """
     mask = valid.float()
+    if teacher is not None:
+        joints, mask = teacher.fill(joints, mask)
     if loss == "heatmap":
         h, w = outputs[0].shape[-2:]
         target = render_gaussians(joints, h, w, sigma)
+        if teacher is not None:
+            target = teacher.blend(target)
         per_joint = [((o - target) ** 2).mean((2, 3)) for o in outputs]
         return sum((p * mask).sum() / mask.sum().clamp(min=1) for p in per_joint) * 100
     if loss == "bounded_correction":  # IEF: each step regresses the bounded correction
@@ -142,9 +149,12 @@ def train(args: argparse.Namespace) -> Path:
     ckpt = _start(args, ckpt_path)
     model, mean, std, state = ckpt.model, ckpt.mean, ckpt.std, ckpt.state
     size = ckpt.input_size
+    teacher = (Teacher(args.teacher, ckpt, args.distill, bf16=args.bf16, channels_last=args.channels_last)
+               if args.teacher else None)
     ckpt.config.update(batch=args.batch, lr=args.lr, minutes=args.minutes, cache=str(args.cache),
                        bf16=args.bf16, sigma=args.sigma, data=describe_cache(args.cache),
-                       half_body=args.half_body, occlusion=args.occlusion)
+                       half_body=args.half_body, occlusion=args.occlusion,
+                       distilled_from=teacher.description if teacher else None)
     loss_kind = ARCHITECTURES[args.model].loss
     train_split = CachedSplit(args.cache, "train")
     val_splits = {name: CachedSplit(args.cache, name) for name in ("val", "val_coco")
@@ -185,7 +195,8 @@ def train(args: argparse.Namespace) -> Path:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 outputs = model(x)
             loss = pose_loss(loss_kind, [o.float() for o in outputs], j, v,
-                             bound=getattr(model, "bound", 0.1), sigma=args.sigma)
+                             bound=getattr(model, "bound", 0.1), sigma=args.sigma,
+                             teacher=teacher(x) if teacher else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -232,6 +243,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frames a person the photo cuts off; 0 = off")
     p.add_argument("--occlusion", type=float, default=0.0, metavar="P",
                    help="probability of painting over a random 5-20%% of the crop; 0 = off")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="distil from this heatmap model's weights (e.g. models/weights/hourglass.pt): "
+                        "its heatmaps blended into the targets, its confident points for unlabelled joints")
+    p.add_argument("--distill", type=float, default=0.5, metavar="ALPHA",
+                   help="with --teacher: the teacher's share of the heatmap targets")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
