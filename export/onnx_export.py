@@ -141,7 +141,8 @@ def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float, flip_test: 
         parity_max_abs_error=parity,
         training={"data": ckpt.config.get("data", "LSP im0001-im1000 + LSPET (last 300 held out for validation)"),
                   **{k: ckpt.config[k] for k in ("arch", "input_size", "batch", "lr", "minutes", "bf16",
-                                                 "cache", "init", "distilled_from") if ckpt.config.get(k) is not None},
+                                                 "cache", "init", "distilled_from", "coco_share")
+                     if ckpt.config.get(k) is not None},
                   "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
                   "train_minutes": round(ckpt.state.get("elapsed", 0) / 60, 1)})
 

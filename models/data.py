@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.keypoints import COCO_ORDER, FLIP_PERMUTATION, LOWER_BODY, NUM_KEYPOINTS, NUM_LSP_KEYPOINTS, UPPER_BODY
+from models.keypoints import (COCO_KEYPOINT_NAMES, COCO_ORDER, FLIP_PERMUTATION, KEYPOINT_NAMES, LOWER_BODY,
+                              NUM_KEYPOINTS, NUM_LSP_KEYPOINTS, UPPER_BODY)
 from models.transforms import CROP_MARGIN, PAD_RGB, CropBox, crop_square, person_box
 
 # The cache keeps more context than that, so scale/rotation augmentation has real pixels.
@@ -222,6 +223,9 @@ def describe_cache(cache: Path) -> str:
     return f"{sets}: {n.get('train', 0)} people ({held}); {frame}"
 
 
+LSP_ONLY_JOINTS: tuple[int, ...] = tuple(i for i, name in enumerate(KEYPOINT_NAMES) if name not in COCO_KEYPOINT_NAMES)
+
+
 class CachedSplit:
     """One split of the cache, as uint8 images (N,H,W,3), joints (N,19,2), valid (N,19)."""
 
@@ -239,6 +243,33 @@ class CachedSplit:
     def has(cache: Path, split: str) -> bool:
         with np.load(cache) as z:
             return f"{split}_images" in z.files
+
+    @property
+    def from_coco(self) -> np.ndarray:
+        """(N,) bool: the crops that came from COCO. COCO labels neither of LSP's own joints
+        (neck, head top), and every LSP/LSPET person kept labels at least one of them."""
+        return ~self.valid[:, list(LSP_ONLY_JOINTS)].any(1)
+
+
+def epoch_order(split: CachedSplit, rng: np.random.Generator, coco_share: float | None = None) -> np.ndarray:
+    """One epoch's sample indices: a permutation of the split, or, with ``coco_share``, as
+    many samples of which that share are COCO crops (each source cycled through in a fresh
+    random order, so nothing repeats before its whole source has been seen), shuffled."""
+    n = len(split)
+    if coco_share is None:
+        return rng.permutation(n)
+    if not 0.0 <= coco_share <= 1.0:
+        raise ValueError(f"--coco-share {coco_share}: a fraction in [0, 1]")
+    coco = split.from_coco
+    take = {True: round(n * coco_share), False: n - round(n * coco_share)}
+    parts = []
+    for source, count in take.items():
+        pool = np.flatnonzero(coco == source)
+        if count and not len(pool):
+            raise ValueError(f"--coco-share {coco_share}: the cache has no {'COCO' if source else 'LSP/LSPET'} crops")
+        rounds = -(-count // max(len(pool), 1))
+        parts.append(np.concatenate([rng.permutation(pool) for _ in range(rounds)] or [pool])[:count])
+    return rng.permutation(np.concatenate(parts))
 
 
 def half_body_framing(joints: np.ndarray, valid: np.ndarray, context: float, rng: np.random.Generator,

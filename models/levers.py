@@ -58,6 +58,10 @@ LEVERS: dict[str, Lever] = {
     "finetune-size": Lever("the released weights fine-tuned at 192 px vs at 256 px (fully convolutional models)",
                            (Arm("192 px", (*FINE_TUNE, "--input-size", "192")),
                             Arm("256 px", (*FINE_TUNE, "--input-size", "256")))),
+    # The data's natural mix is 47 % COCO crops (5,660 of 11,957); coco_dev is everyday photos.
+    "coco-share": Lever("the released weights fine-tuned on the cache's natural mix (47 % COCO crops) vs "
+                        "70 % COCO crops per epoch",
+                        (Arm("natural mix", FINE_TUNE), Arm("70 % COCO", (*FINE_TUNE, "--coco-share", "0.7")))),
     # For the weaker architectures: the released default model as teacher on the same crops.
     "distill": Lever("the released weights fine-tuned on the labels vs also on the released hourglass's "
                      "heatmaps (alpha 0.5) and its confident points for unlabelled joints",

@@ -27,7 +27,7 @@ from models.backbone import (PRETRAINED_MEAN, PRETRAINED_STD, TRUNKS, MobileNetV
                              pretrained_description)
 from models.checkpoint import (Checkpoint, at_input_size, grow_keypoints, load_checkpoint, run_checkpoint,
                               save_checkpoint)
-from models.data import CachedSplit, describe_cache, make_batch
+from models.data import CachedSplit, describe_cache, epoch_order, make_batch
 from models.distill import Targets, Teacher
 from models.run_clock import RunClock
 from models.heatmaps import HEATMAP_SIGMA, render_gaussians
@@ -153,7 +153,7 @@ def train(args: argparse.Namespace) -> Path:
                if args.teacher else None)
     ckpt.config.update(batch=args.batch, lr=args.lr, minutes=args.minutes, cache=str(args.cache),
                        bf16=args.bf16, sigma=args.sigma, data=describe_cache(args.cache),
-                       half_body=args.half_body, occlusion=args.occlusion,
+                       half_body=args.half_body, occlusion=args.occlusion, coco_share=args.coco_share,
                        distilled_from=teacher.description if teacher else None)
     loss_kind = ARCHITECTURES[args.model].loss
     train_split = CachedSplit(args.cache, "train")
@@ -178,7 +178,7 @@ def train(args: argparse.Namespace) -> Path:
     clock = RunClock(state["elapsed"])  # pauses (kill -STOP) are not charged to the budget
     while state["elapsed"] < budget and state["epoch"] < args.max_epochs:
         model.train()
-        order = rng.permutation(len(train_split))
+        order = epoch_order(train_split, rng, args.coco_share)
         losses = []
         clock.restart()
         bar = tqdm(range(0, len(order) - args.batch + 1, args.batch), mininterval=30,
@@ -248,6 +248,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "its heatmaps blended into the targets, its confident points for unlabelled joints")
     p.add_argument("--distill", type=float, default=0.5, metavar="ALPHA",
                    help="with --teacher: the teacher's share of the heatmap targets")
+    p.add_argument("--coco-share", type=float, default=None, metavar="P",
+                   help="share of each epoch drawn from coco_train's crops (default: as many as the "
+                        "cache holds, about half); the epoch keeps its length")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")

@@ -280,3 +280,28 @@ def test_occlusion_paints_one_rectangle_per_chosen_crop():
         box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
         assert box.all(), "one filled rectangle"
         assert 0.04 * 32 * 32 <= box.numel() <= 0.21 * 32 * 32
+
+
+def test_an_epoch_takes_the_coco_share_asked_for_without_repeats_before_a_source_is_used_up(tmp_path):
+    from models.data import LSP_ONLY_JOINTS, epoch_order
+    from models.keypoints import KEYPOINT_NAMES
+
+    assert [KEYPOINT_NAMES[i] for i in LSP_ONLY_JOINTS] == ["neck", "head_top"]
+    valid = np.ones((100, NUM_KEYPOINTS), bool)
+    valid[:30, 14:] = False  # 30 LSP people: no face points
+    valid[30:, list(LSP_ONLY_JOINTS)] = False  # 70 COCO people: no neck, no head top
+    valid[5, 13] = False  # an LSP person without a head top still has a neck
+    np.savez(tmp_path / "c.npz", cache_margin=1.5, crop_margin=1.25, train_images=np.zeros((100, 4, 4, 3), np.uint8),
+             train_joints=np.zeros((100, NUM_KEYPOINTS, 2), np.float32), train_valid=valid)
+    split = CachedSplit(tmp_path / "c.npz", "train")
+    assert split.from_coco.sum() == 70 and not split.from_coco[:30].any()
+    rng = np.random.default_rng(0)
+    assert sorted(epoch_order(split, rng)) == list(range(100))  # natural: a permutation
+    order = epoch_order(split, rng, 0.5)
+    assert len(order) == 100 and split.from_coco[order].sum() == 50
+    lsp = order[~split.from_coco[order]]
+    assert len(lsp) == 50 and set(lsp) == set(range(30))  # all 30 seen, 20 of them twice
+    assert len(set(order[split.from_coco[order]])) == 50  # 50 of 70: none repeated
+    assert split.from_coco[epoch_order(split, rng, 1.0)].all()
+    with pytest.raises(ValueError, match="fraction"):
+        epoch_order(split, rng, 1.5)
