@@ -70,4 +70,4 @@ def test_a_person_the_detector_scores_low_counts_only_at_thresholds_that_keep_it
         {"m": {"lsp_test": {"person_found@iou0.5": 1, "median_best_iou": 1, "pck@0.2_true_box": 1,
                             "pck@0.2_pipeline": 1, "pck@0.2_pipeline_found_only": 1},
                "coco_dev_all": result, "coco_dev_aspect_kept": result}},
-        SimpleNamespace(id="d", architecture="a", score_threshold=0.35, iou_threshold=0.45), 0)
+        SimpleNamespace(id="d", architecture="a", score_threshold=0.35, iou_threshold=0.45, input={"size": 512}), 0)
