@@ -10,7 +10,8 @@ every student, heatmap or coordinate, also trains the joints its sample does not
 where the teacher is confident (peak ≥ ``min_score``), at the teacher's point.
 
 The teacher runs on exactly the student's augmented batch (no gradient), so both see the
-same crop; its heatmaps are resized to the student's heatmap grid.
+same crop, resampled to the teacher's own input size; its heatmaps are resized to the
+student's heatmap grid.
 """
 from __future__ import annotations
 
@@ -71,11 +72,14 @@ class Teacher:
         if channels_last:
             ckpt.model = ckpt.model.to(memory_format=torch.channels_last)
         self.graph = InferenceGraph(ckpt.model).eval()
+        self.input_size = ckpt.input_size  # a model trained at 256 px is not one at 192
         self.alpha, self.min_score, self.bf16 = alpha, min_score, bf16
         self.description = f"{ckpt.arch_id} teacher ({path}), alpha {alpha}, min score {min_score}"
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> Targets:
+        if x.shape[-1] != self.input_size:  # the same crop, resampled to the size it was trained at
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             keypoints, _, scores, heatmaps, _ = self.graph(x)
         return Targets(keypoints.float(), scores.float(), heatmaps.float(), self.alpha, self.min_score)

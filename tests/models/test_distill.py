@@ -75,6 +75,9 @@ def test_a_teacher_must_be_a_compatible_heatmap_model(tmp_path):
     teacher = Teacher(tmp_path / "hourglass.pt", student, 0.5)
     out = teacher(torch.rand(2, 3, TEST_INPUT, TEST_INPUT))
     assert out.heatmaps.shape[:2] == out.scores.shape == (2, NUM_KEYPOINTS) and not out.heatmaps.requires_grad
+    # a student at another crop size: the teacher still sees the crop at its own size
+    bigger = teacher(torch.rand(2, 3, 2 * TEST_INPUT, 2 * TEST_INPUT))
+    assert bigger.heatmaps.shape == out.heatmaps.shape
 
 
 def fake_cache(path, n: int = 40, size: int = 40):
