@@ -133,8 +133,10 @@ def person_score(detector_score: float | None, joint_scores: Sequence[float | No
     detected) × the mean score of the joints scored above ``SEEN_JOINT_SCORE`` (0 when none
     is; heatmap models: coordinate regressors have no joint scores, and count as 1)."""
     scores = [float(s) for s in (() if joint_scores is None else joint_scores) if s is not None]
-    seen = [s for s in scores if s > SEEN_JOINT_SCORE]
-    pose = (sum(seen) / len(seen) if seen else 0.0) if scores else 1.0
+    pose = 1.0  # a coordinate regressor: no joint scores to weigh by
+    if scores:
+        seen = [s for s in scores if s > SEEN_JOINT_SCORE]
+        pose = sum(seen) / len(seen) if seen else 0.0
     return (1.0 if detector_score is None else float(detector_score)) * pose
 
 

@@ -112,10 +112,9 @@ def reference_people(raw, size, ratio, image_size, min_score, iou_threshold):
 
 
 def test_decode_matches_the_plain_reference_on_the_real_detector():
-    from tests.helpers import SHIPPED
-    from models.runtime import create_session
-
     from models.manifest import load_manifest
+    from models.runtime import create_session
+    from tests.helpers import SHIPPED
 
     session = create_session(SHIPPED / "person_detector.onnx", threads=1)
     size = int(load_manifest(SHIPPED / "person_detector.json").input["size"])
