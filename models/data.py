@@ -205,6 +205,14 @@ def build_cache(root: Path, out: Path, size: int = 128, workers: int = 2,
             arrays[f"{name}_images"] = np.stack([c[0] for c in crops])
             arrays[f"{name}_joints"] = np.stack([c[1] for c in crops])
             arrays[f"{name}_valid"] = np.stack([s.valid for s in samples])
+    return write_cache(out, arrays, framing)
+
+
+def write_cache(out: Path, arrays: dict[str, np.ndarray], framing: str = "person") -> Path:
+    """Write a crop cache: ``arrays`` holds ``<split>_images`` (N,S,S,3) uint8,
+    ``<split>_joints`` (N,19,2) in [0,1] crop units and ``<split>_valid`` (N,19) per split.
+    The one place that knows the file's layout (``CachedSplit`` reads it), so test caches
+    are written the way real ones are."""
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, cache_margin=CACHE_MARGIN, crop_margin=CROP_MARGIN, framing=framing, **arrays)
     return out

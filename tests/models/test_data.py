@@ -21,6 +21,7 @@ from models.data import (  # noqa: E402
     make_batch,
     match_detection,
     occlude,
+    write_cache,
 )
 from models.transforms import person_box  # noqa: E402
 from models.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS  # noqa: E402
@@ -291,9 +292,9 @@ def test_an_epoch_takes_the_coco_share_asked_for_without_repeats_before_a_source
     valid[:30, 14:] = False  # 30 LSP people: no face points
     valid[30:, list(LSP_ONLY_JOINTS)] = False  # 70 COCO people: no neck, no head top
     valid[5, 13] = False  # an LSP person without a head top still has a neck
-    np.savez(tmp_path / "c.npz", cache_margin=1.5, crop_margin=1.25, train_images=np.zeros((100, 4, 4, 3), np.uint8),
-             train_joints=np.zeros((100, NUM_KEYPOINTS, 2), np.float32), train_valid=valid)
-    split = CachedSplit(tmp_path / "c.npz", "train")
+    split = CachedSplit(write_cache(tmp_path / "c.npz", {"train_images": np.zeros((100, 4, 4, 3), np.uint8),
+                                                         "train_joints": np.zeros((100, NUM_KEYPOINTS, 2), np.float32),
+                                                         "train_valid": valid}), "train")
     assert split.from_coco.sum() == 70 and not split.from_coco[:30].any()
     rng = np.random.default_rng(0)
     assert sorted(epoch_order(split, rng)) == list(range(100))  # natural: a permutation

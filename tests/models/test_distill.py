@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.checkpoint import save_checkpoint  # noqa: E402
+from models.data import write_cache  # noqa: E402
 from models.distill import Targets, Teacher  # noqa: E402
 from models.keypoints import NUM_KEYPOINTS  # noqa: E402
 from models.train import pose_loss  # noqa: E402
@@ -88,8 +89,7 @@ def fake_cache(path, n: int = 40, size: int = 40):
     arrays = {f"{s}_{k}": v for s in ("train", "val") for k, v in
               (("images", rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)), ("joints", joints),
                ("valid", valid))}
-    np.savez(path, cache_margin=1.5, crop_margin=1.25, framing="joints", **arrays)
-    return path
+    return write_cache(path, arrays)
 
 
 def test_a_distilled_run_trains_and_records_its_teacher(tmp_path):
