@@ -139,6 +139,12 @@ def save_checkpoint(path: Path, ckpt: Checkpoint, with_optimizer: bool = True) -
     return path
 
 
+def read_state(path: Path) -> dict:
+    """A checkpoint's training state (epoch, step, elapsed, ...) without reading its tensors
+    into memory: the file is memory-mapped, so only the small pickled dict is read."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("state", {})
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
     """Rebuild the architecture a checkpoint was trained with and load its weights (eval mode)."""
     raw = torch.load(path, map_location="cpu", weights_only=False)

@@ -93,16 +93,11 @@ def parse_train_args(argv: list[str]) -> argparse.Namespace:
 
 def finished(argv: list[str]) -> bool:
     """Whether the arm's checkpoint already exists and has trained its full minutes."""
-    import torch
-
-    from models.checkpoint import run_checkpoint
+    from models.checkpoint import read_state, run_checkpoint
 
     args = parse_train_args(argv)
     path = run_checkpoint(args.out, args.model)
-    if not path.exists():
-        return False
-    state = torch.load(path, map_location="cpu", weights_only=False).get("state", {})
-    return state.get("elapsed", 0.0) >= args.minutes * 60
+    return path.exists() and read_state(path).get("elapsed", 0.0) >= args.minutes * 60
 
 
 def run_arm(argv: list[str], data: str | None, reuse: bool = False) -> dict:
