@@ -11,7 +11,9 @@ model in one batch.
   joints), and the PCK@0.2 of that person next to the PCK with the true box.
 - coco_dev (every person annotated, COCO-17): COCO keypoint AP with pycocotools'
   ``COCOeval`` over the 12 body joints LSP and COCO share (face points marked unlabelled
-  in the ground truth), whole photos in; and person recall (a detection with box IoU ≥ 0.5).
+  in the ground truth), whole photos in; and person recall (a detection with box IoU ≥ 0.5);
+  beside it the same AP with the annotated boxes given, the ceiling a better detector
+  could reach with this pose model.
 """
 from __future__ import annotations
 
@@ -142,7 +144,11 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
     ``SCORE_SWEEP`` threshold (``by_min_score``). Detection runs once, uncapped, at the lowest
     of them, and the pose model only on boxes some threshold keeps: the people kept at a
     higher threshold are exactly those a direct call would keep (NMS never lets a
-    lower-scored box suppress a higher one), then the first ``MAX_PEOPLE``."""
+    lower-scored box suppress a higher one), then the first ``MAX_PEOPLE``.
+
+    ``true_boxes``: the same AP with every annotated person's own COCO box given instead
+    of the detector's (each scored by its joints alone): what a perfect detector would
+    leave, so the gap to it is the detector's share of what is lost."""
     from models.data import data_dir
 
     root = data_dir(data) / "coco_dev"
@@ -151,6 +157,7 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
     default = detector.manifest.score_threshold
     thresholds = sorted({*SCORE_SWEEP, default})
     results: dict[float, list[dict]] = {t: [] for t in thresholds}
+    given: list[dict] = []  # poses in the annotated people's own boxes
     recalled, people_total = dict.fromkeys(thresholds, 0), 0
     for im in images:
         with Image.open(root / "images" / im["file_name"]) as f:
@@ -158,6 +165,10 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
         found = detector(img, min_score=thresholds[0], max_people=sys.maxsize)  # uncapped: exact below
         truths = [a["bbox"] for a in coco["annotations"] if a["image_id"] == im["id"] and not a.get("iscrowd")]
         people_total += len(truths)
+        if truths:
+            kp, scores = pose_all(runner, img, [tuple(b) for b in truths])
+            given += [prediction(runner, im["id"], kp[i], person_score(None, None if scores is None else scores[i]))
+                      for i in range(len(truths))]
         kept = {t: [d for d in found if d.score >= t][:MAX_PEOPLE] for t in thresholds}
         dets = list(dict.fromkeys(d for t in thresholds for d in kept[t]))  # only those some threshold keeps
         row = {d: i for i, d in enumerate(dets)}
@@ -169,25 +180,33 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None, aspect_k
             for d in kept[t]:
                 i = row[d]
                 confidence = person_score(d.score, None if scores is None else scores[i])
-                results[t].append({"image_id": im["id"], "category_id": 1, "score": round(confidence, 5),
-                                   "keypoints": coco_array(runner.keypoints, kp[i]).ravel().round(2).tolist()})
+                results[t].append(prediction(runner, im["id"], kp[i], confidence))
     ids = {im["id"] for im in images}
     body_gt, full_gt = body_only_ground_truth(coco, ids), ground_truth(coco, ids)
     # All 17 joints (COCO's own protocol, comparable with published results): only for
     # models that predict the face points.
     has_face = all(n in runner.keypoints for n in COCO_KEYPOINT_NAMES)
-    measured = {}
-    for t in thresholds:
-        stats = coco_stats(body_gt, results[t])
-        full = coco_stats(full_gt, results[t]) if has_face else None
-        measured[t] = {"person_recall@iou0.5": round(recalled[t] / max(people_total, 1), 4),
-                       "AP": round(stats[0], 4), "AP50": round(stats[1], 4), "AP75": round(stats[2], 4),
-                       "AP_medium": round(stats[3], 4), "AP_large": round(stats[4], 4), "AR": round(stats[5], 4),
-                       "AP_17": None if full is None else round(full[0], 4),
-                       "AP50_17": None if full is None else round(full[1], 4),
-                       "AR_17": None if full is None else round(full[5], 4)}
+
+    def measure(predictions: list[dict], recall: float) -> dict:
+        stats = coco_stats(body_gt, predictions)
+        full = coco_stats(full_gt, predictions) if has_face else None
+        return {"person_recall@iou0.5": round(recall, 4),
+                "AP": round(stats[0], 4), "AP50": round(stats[1], 4), "AP75": round(stats[2], 4),
+                "AP_medium": round(stats[3], 4), "AP_large": round(stats[4], 4), "AR": round(stats[5], 4),
+                "AP_17": None if full is None else round(full[0], 4),
+                "AP50_17": None if full is None else round(full[1], 4),
+                "AR_17": None if full is None else round(full[5], 4)}
+
+    measured = {t: measure(results[t], recalled[t] / max(people_total, 1)) for t in thresholds}
     return {"photos": len(images), "people": people_total, "min_person_score": default, **measured[default],
-            "by_min_score": {str(t): measured[t] for t in thresholds}}
+            "by_min_score": {str(t): measured[t] for t in thresholds},
+            "true_boxes": measure(given, 1.0 if people_total else 0.0)}
+
+
+def prediction(runner: Runner, image_id: int, kp: np.ndarray, score: float) -> dict:
+    """One person's answer as a COCO keypoint result."""
+    return {"image_id": image_id, "category_id": 1, "score": round(score, 5),
+            "keypoints": coco_array(runner.keypoints, kp).ravel().round(2).tolist()}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -269,9 +288,15 @@ def markdown(results: dict, detector: DetectorManifest, limit: int) -> str:
               f"{detector.score_threshold}). COCO AP ranks people by score, so the low-scored boxes a "
               "display would hide can only add recall to it: pass a low `min_person_score` when the answers "
               "feed COCO tooling.", "",
+              "*true boxes*: every annotated person's own COCO box given instead of the detector's, each "
+              "scored by its joints alone: a perfect detector's AP with the same pose model, so the gap "
+              "between it and the rows above is what the detector costs.", "",
               "| model | min score | person recall | AP (17) | AP (12) | AR (12) |", "|---|---|---|---|---|---|"]
     for m, r in results.items():
-        for t, c in r["coco_dev_all"].get("by_min_score", {}).items():
+        rows = dict(r["coco_dev_all"].get("by_min_score", {}))
+        if "true_boxes" in r["coco_dev_all"]:
+            rows["true boxes"] = r["coco_dev_all"]["true_boxes"]
+        for t, c in rows.items():
             ap17 = "—" if c.get("AP_17") is None else f"{c['AP_17']:.3f}"
             lines.append(f"| {m} | {t} | {c['person_recall@iou0.5']:.3f} | {ap17} | {c['AP']:.3f} | {c['AR']:.3f} |")
     return "\n".join(lines) + "\n"
