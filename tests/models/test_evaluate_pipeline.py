@@ -73,4 +73,5 @@ def test_a_person_the_detector_scores_low_counts_only_at_thresholds_that_keep_it
                             "pck@0.2_pipeline": 1, "pck@0.2_pipeline_found_only": 1},
                "coco_dev_all": result, "coco_dev_aspect_kept": result}},
         SimpleNamespace(id="d", architecture="a", score_threshold=0.35, iou_threshold=0.45, input={"size": 512}), 0)
-    assert "| 0.1 | 1.000 |" in report and "| m | true boxes | 1.000 | 1.000 | 1.000 |" in report
+    assert "| m | all | 0.1 | 1.000 |" in report and "| m | aspect kept | 0.1 | 1.000 |" in report
+    assert "| m | all | true boxes | 1.000 | 1.000 | 1.000 |" in report
