@@ -139,8 +139,13 @@ def plot(points: list[Point], out: Path) -> bool:
     return True
 
 
-def section(model_dir: Path, threads: int, n: int, data: str | None, plot_path: Path, crowd: int = 8) -> list[str]:
+def section(model_dir: Path, threads: int, n: int, data: str | None, plot_path: Path,
+            crowd: int | None = None) -> list[str]:
+    """``crowd``: the people of a crowded photo's batch; the service's default POSE_MAX_BATCH."""
+    from app.settings import Settings
     from benchmarks.bench import ms, table
+
+    crowd = crowd or Settings.model_fields["max_batch"].default
 
     points = measure(model_dir, threads, n, crowd, data)
     cases = ["batch 1", "batch 1 + flip", f"batch {crowd}", f"batch {crowd} + flip"]

@@ -240,6 +240,8 @@ def memory(port: int, pid: int, photo: bytes, rounds: int = 3) -> dict:
 
 
 def markdown(r: dict, command: str) -> str:
+    from app.settings import Settings  # the server's settings, as the environment sets them
+
     b, s = r["burst"], r["stalled"]
     d = r.get("burst_default_path")
     default_burst = "" if d is None else (
@@ -264,7 +266,7 @@ the first round of the first case: {mem['growth_after_first_round_mb']} MB.
 
 What bounds it: onnxruntime's activations live in one arena for the whole process
 (`POSE_CPU_ARENA=shared`), so what stays allocated is the most that ran at once, not a sum
-over models and sessions, and a crowd runs in chunks of `POSE_MAX_BATCH` (8) crops per run.
+over models and sessions, and a crowd runs in chunks of `POSE_MAX_BATCH` ({Settings().max_batch}) crops per run.
 """.replace("{memory_rows}", memory_rows)
     rows = "\n".join(
         f"| {e['image']} | {e['single_status']} | {e['single_latency_s']} | {e['cpu_s_per_request']} | "
