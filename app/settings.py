@@ -65,7 +65,7 @@ class Settings(BaseSettings):
                                                        "allocated per run (least memory, slower batches); "
                                                        "per-session = an arena per session (the sum over models)")
     # 4: the worst memory cases peaked at 774 MB instead of 1265 MB with 8 (256 px default model,
-    # docs/arena.md), and a batch of 8 was no cheaper per person than 4 on CPU (docs/benchmarks.md).
+    # docs/arena.md), and a batched run was no cheaper per person than one crop on CPU (docs/benchmarks.md).
     max_batch: int = Field(4, ge=1, le=64, description="most person crops per pose-model run: a crowded photo "
                                                        "runs in chunks of this many, bounding activation memory")
     flip_test: bool = Field(False, description="default of a request's flip: average every person with their "
