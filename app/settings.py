@@ -64,8 +64,9 @@ class Settings(BaseSettings):
                                                        "for the process (keeps the most that ran at once); off = "
                                                        "allocated per run (least memory, slower batches); "
                                                        "per-session = an arena per session (the sum over models)")
-    # 4: the worst memory cases peaked at 774 MB instead of 1265 MB with 8 (256 px default model,
-    # docs/arena.md), and a batched run was no cheaper per person than one crop on CPU (docs/benchmarks.md).
+    # 4: the worst memory cases peaked at 798 MB (docs/arena.md) where 8 reached 1265 MB with the
+    # 256 px default model, and a batched run was no cheaper per person than one crop on CPU
+    # (docs/benchmarks.md).
     max_batch: int = Field(4, ge=1, le=64, description="most person crops per pose-model run: a crowded photo "
                                                        "runs in chunks of this many, bounding activation memory")
     flip_test: bool = Field(False, description="default of a request's flip: average every person with their "

@@ -141,11 +141,12 @@ def plot(points: list[Point], out: Path) -> bool:
 
 def section(model_dir: Path, threads: int, n: int, data: str | None, plot_path: Path,
             crowd: int | None = None) -> list[str]:
-    """``crowd``: the people of a crowded photo's batch; the service's default POSE_MAX_BATCH."""
+    """``crowd``: the people of a crowded photo's batch; the service's POSE_MAX_BATCH (as the
+    environment sets it, like the servers the other sections start)."""
     from app.settings import Settings
     from benchmarks.bench import ms, table
 
-    crowd = crowd or Settings.model_fields["max_batch"].default
+    crowd = crowd or Settings().max_batch
 
     points = measure(model_dir, threads, n, crowd, data)
     cases = ["batch 1", "batch 1 + flip", f"batch {crowd}", f"batch {crowd} + flip"]
