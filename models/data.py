@@ -324,15 +324,31 @@ def occlude(images, rng: np.random.Generator, probability: float) -> None:
             images[i, c, top:top + h, left:left + w] = float(colour[c])
 
 
+# Aspect jitter's widest stretch: a 4:3 photo stored as a square (the squashed copies
+# coco_dev holds, and any pipeline that resizes without keeping the aspect).
+ASPECT_STRETCH = 4 / 3
+
+
+def aspect_factors(n: int, rng: np.random.Generator, probability: float,
+                   stretch: float = ASPECT_STRETCH) -> np.ndarray:
+    """Per sample, the factor the person's width is multiplied by relative to their height:
+    with ``probability``, log-uniform in [1/stretch, stretch] (people squashed or
+    stretched as a non-square photo resized to a square shows them); else 1."""
+    chosen = rng.random(n) < probability
+    return np.where(chosen, np.exp(rng.uniform(-math.log(stretch), math.log(stretch), n)), 1.0)
+
+
 def make_batch(split: CachedSplit, index: np.ndarray, size: int, mean: tuple[float, ...],
                std: tuple[float, ...], augment: bool, rng: np.random.Generator,
-               half_body: float = 0.0, occlusion: float = 0.0):
+               half_body: float = 0.0, occlusion: float = 0.0, aspect: float = 0.0):
     """Crop, augment and normalise a batch; returns (images N3SS, joints NK2 in [0,1], valid NK).
 
     Augmentation follows the usual single-person recipe: scale 0.75-1.25, rotation ±30°
     (40% of samples), horizontal flip with the left/right joint swap, colour jitter ±20%;
-    optionally half-body crops (``half_body_framing``) and random erasing (``occlude``),
-    each with its probability (0: off, and the random stream is the same as without them).
+    optionally half-body crops (``half_body_framing``), random erasing (``occlude``) and
+    aspect jitter (``aspect_factors``: the crop's width and height scaled apart, area
+    kept), each with its probability (0: off, and the random stream is the same as
+    without them).
     """
     import torch
     import torch.nn.functional as F
@@ -355,11 +371,14 @@ def make_batch(split: CachedSplit, index: np.ndarray, size: int, mean: tuple[flo
                                                   rng, half_body)
             scale *= extent / split.context
             shift += 2 * centre - 1
+    # Output x spans 1/sqrt(w) of the input it would, y sqrt(w): the person comes out w times
+    # as wide relative to their height (w = 1: unchanged).
+    widen = np.sqrt(aspect_factors(n, rng, aspect)) if augment and aspect > 0 else np.ones(n)
     cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
     sign = np.where(flip, -1.0, 1.0)
     # theta maps output coords in [-1, 1] to input coords: in = A @ out + t.
-    theta = np.stack([np.stack([cos * sign, -sin, shift[:, 0]], 1),
-                      np.stack([sin * sign, cos, shift[:, 1]], 1)], 1)
+    theta = np.stack([np.stack([cos * sign / widen, -sin * widen, shift[:, 0]], 1),
+                      np.stack([sin * sign / widen, cos * widen, shift[:, 1]], 1)], 1)
     theta_t = torch.from_numpy(theta).float()
     grid = F.affine_grid(theta_t, [n, 3, size, size], align_corners=False)
     pad = torch.tensor(PAD_RGB).view(1, 3, 1, 1) / 255.0

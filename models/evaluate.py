@@ -155,15 +155,17 @@ def lsp_test_people(data: str | None = None) -> list[Person]:
             for s in (load_lsp(data_dir(data))[i] for i in LSP_TEST)]
 
 
-def coco_dev_people(data: str | None = None, aspect_kept_only: bool = True) -> list[Person]:
-    """coco_dev people in LSP joint order (neck and head_top unlabelled), torso labelled."""
+def coco_dev_people(data: str | None = None, squashed: bool = False) -> list[Person]:
+    """coco_dev people in LSP joint order (neck and head_top unlabelled), torso labelled: of
+    the photos kept at their true aspect, or with ``squashed`` of the others (stored resized
+    to a square, people squashed or stretched)."""
     root = data_dir(data) / "coco_dev"
     coco = json.loads((root / "person_keypoints.json").read_text())
     images = {im["id"]: im for im in coco["images"]}
     people = []
     for ann in coco["annotations"]:
         im = images[ann["image_id"]]
-        if ann.get("iscrowd") or (aspect_kept_only and im.get("aspect_kept") is False):
+        if ann.get("iscrowd") or (im.get("aspect_kept") is False) != squashed:
             continue
         kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
         joints, valid = np.zeros((NUM_LSP_KEYPOINTS, 2)), np.zeros(NUM_LSP_KEYPOINTS, bool)
@@ -233,14 +235,16 @@ def evaluate(model_id: str, data: str | None = None, onnx_path: Path | None = No
 
 
 def evaluate_coco(model_id: str, data: str | None = None, onnx_path: Path | None = None,
-                  checkpoint: Path | None = None, runner: Runner | None = None) -> dict:
-    """PCK over the 12 shared joints on coco_dev's people (everyday photos)."""
+                  checkpoint: Path | None = None, runner: Runner | None = None, squashed: bool = False) -> dict:
+    """PCK over the 12 shared joints on coco_dev's people (everyday photos): those of the
+    photos kept at their true aspect, or with ``squashed`` of the photos stored squashed."""
     runner = runner or runner_for(onnx_path, checkpoint)
-    people = coco_dev_people(data)
+    people = coco_dev_people(data, squashed)
     pred = predict(runner, people)
+    kind = "stored squashed to a square" if squashed else "kept at original aspect ratio"
     result = score(model_id, str(onnx_path or checkpoint),
                    f"coco_dev: {len(people)} people with labelled torso in the {len({p.path for p in people})} "
-                   "photos kept at original aspect ratio, COCO person box, 12 joints shared with LSP",
+                   f"photos {kind}, COCO person box, 12 joints shared with LSP",
                    pred, people)
     # COCO-trained peers (MoveNet: train2017) have seen the train2017 photos: report both.
     result["pck@0.2_by_split"] = {}

@@ -5,7 +5,8 @@ is their sum. This command isolates one lever: two ``poseserve train`` runs (fre
 both fine-tuning the released weights) that differ in that lever only (same architecture,
 cache, recipe, seed and wall-clock minutes), run one after the other so each has every
 core, then both checkpoints scored the same way: PCK@0.2 on the LSP test half and on coco_dev (person-box crops as the
-service makes them, no flip; coco_dev also split by the COCO set its photos come from).
+service makes them, no flip; coco_dev's photos kept at their true aspect, also split by the
+COCO set they come from, and beside them its photos stored squashed to a square).
 Equal minutes, not equal images: a lever that makes training slower pays for it, which
 is the comparison that matters on a fixed machine; the images each arm saw are reported.
 Run it on an otherwise idle machine: equal minutes are equal compute only then (anything
@@ -62,6 +63,12 @@ LEVERS: dict[str, Lever] = {
     "coco-share": Lever("the released weights fine-tuned on the cache's natural mix (47 % COCO crops) vs "
                         "70 % COCO crops per epoch",
                         (Arm("natural mix", FINE_TUNE), Arm("70 % COCO", (*FINE_TUNE, "--coco-share", "0.7")))),
+    # Half of coco_dev's photos were stored squashed to squares; the training crops were
+    # restored to their true aspect, so the model has never seen a squashed person.
+    "aspect": Lever("the released weights fine-tuned with the usual augmentation vs also aspect jitter "
+                    "(probability 0.5, width against height up to 4:3 either way)",
+                    (Arm("usual augmentation", FINE_TUNE),
+                     Arm("+ aspect jitter", (*FINE_TUNE, "--aspect", "0.5")))),
     # For the weaker architectures: the released default model as teacher on the same crops.
     "distill": Lever("the released weights fine-tuned on the labels vs also on the released hourglass's "
                      "heatmaps (alpha 0.5) and its confident points for unlabelled joints",
@@ -114,19 +121,23 @@ def run_arm(argv: list[str], data: str | None, reuse: bool = False) -> dict:
     state = load_checkpoint(ckpt_path).state
     lsp = evaluate(args.model, data=data, checkpoint=ckpt_path)
     coco = evaluate_coco(args.model, data=data, checkpoint=ckpt_path)
+    squashed = evaluate_coco(args.model, data=data, checkpoint=ckpt_path, squashed=True)
     return {"command": "poseserve train " + shlex.join(argv), "reused": reused, "epochs": state["epoch"],
             "steps": state["step"], "images_seen": state["step"] * args.batch,
             "train_minutes": round(state["elapsed"] / 60, 1),
             "wall_minutes": round((time.time() - t0) / 60, 1), "lsp_pck@0.2": lsp["pck@0.2"],
-            "coco_dev_pck@0.2": coco["pck@0.2"], "coco_dev_by_split": coco.get("pck@0.2_by_split", {})}
+            "coco_dev_pck@0.2": coco["pck@0.2"], "coco_dev_by_split": coco.get("pck@0.2_by_split", {}),
+            "coco_dev_squashed_pck@0.2": squashed["pck@0.2"]}
 
 
 def section(name: str, lever: Lever, model: str, results: list[dict]) -> str:
     splits = sorted({s for r in results for s in r["coco_dev_by_split"]})
+    squashed = all("coco_dev_squashed_pck@0.2" in r for r in results)  # scored since the aspect lever
     head = ["arm", "images seen (epochs)", "LSP test PCK@0.2", "coco_dev PCK@0.2",
-            *[f"coco_dev {s}" for s in splits]]
+            *[f"coco_dev {s}" for s in splits], *(["coco_dev squashed photos"] if squashed else [])]
     rows = [[arm.label, f"{r['images_seen']:,} ({r['epochs']})", f"{r['lsp_pck@0.2']:.3f}",
-             f"{r['coco_dev_pck@0.2']:.3f}", *[f"{r['coco_dev_by_split'].get(s, float('nan')):.3f}" for s in splits]]
+             f"{r['coco_dev_pck@0.2']:.3f}", *[f"{r['coco_dev_by_split'].get(s, float('nan')):.3f}" for s in splits],
+             *([f"{r['coco_dev_squashed_pck@0.2']:.3f}"] if squashed else [])]
             for arm, r in zip(lever.arms, results)]
     a, b = results
     lines = [START.format(name=name), f"## {name}: {lever.question}", "",

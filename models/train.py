@@ -153,7 +153,8 @@ def train(args: argparse.Namespace) -> Path:
                if args.teacher else None)
     ckpt.config.update(batch=args.batch, lr=args.lr, minutes=args.minutes, cache=str(args.cache),
                        bf16=args.bf16, sigma=args.sigma, data=describe_cache(args.cache),
-                       half_body=args.half_body, occlusion=args.occlusion, coco_share=args.coco_share,
+                       half_body=args.half_body, occlusion=args.occlusion, aspect=args.aspect,
+                       coco_share=args.coco_share,
                        distilled_from=teacher.description if teacher else None)
     loss_kind = ARCHITECTURES[args.model].loss
     train_split = CachedSplit(args.cache, "train")
@@ -189,7 +190,8 @@ def train(args: argparse.Namespace) -> Path:
             for g in opt.param_groups:
                 g["lr"] = args.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
             x, j, v = make_batch(train_split, order[start:start + args.batch], size, mean, std,
-                                 augment=True, rng=rng, half_body=args.half_body, occlusion=args.occlusion)
+                                 augment=True, rng=rng, half_body=args.half_body, occlusion=args.occlusion,
+                                 aspect=args.aspect)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
@@ -243,6 +245,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frames a person the photo cuts off; 0 = off")
     p.add_argument("--occlusion", type=float, default=0.0, metavar="P",
                    help="probability of painting over a random 5-20%% of the crop; 0 = off")
+    p.add_argument("--aspect", type=float, default=0.0, metavar="P",
+                   help="probability of stretching a crop's width against its height (up to 4:3 either "
+                        "way, area kept), as a photo resized to a square without keeping its aspect "
+                        "shows people; 0 = off")
     p.add_argument("--teacher", type=Path, default=None,
                    help="distil from this heatmap model's weights (e.g. models/weights/hourglass.pt): "
                         "its heatmaps blended into the targets, its confident points for unlabelled joints")

@@ -170,11 +170,12 @@ def _dot_split(points: np.ndarray, size: int = 96) -> CachedSplit:
     return split
 
 
-def test_augmentation_moves_joints_with_the_pixels():
+@pytest.mark.parametrize("aspect", [0.0, 1.0])
+def test_augmentation_moves_joints_with_the_pixels(aspect):
     points = np.array([[0.4, 0.35], [0.6, 0.62], [0.45, 0.58], [0.55, 0.4]] * 4)
     split = _dot_split(points)
     x, joints, valid = make_batch(split, np.arange(len(points)), 64, MEAN, STD, augment=True,
-                                  rng=np.random.default_rng(3))
+                                  rng=np.random.default_rng(3), aspect=aspect)
     for i in range(len(points)):
         img = x[i].sum(0)
         row, col = divmod(int(img.argmax()), 64)
@@ -183,6 +184,40 @@ def test_augmentation_moves_joints_with_the_pixels():
         j = joints[i, k]
         assert abs((col + 0.5) / 64 - float(j[0])) < 2.5 / 64
         assert abs((row + 0.5) / 64 - float(j[1])) < 2.5 / 64
+
+
+def test_aspect_jitter_stretches_width_against_height_and_keeps_the_area():
+    """Joints 1 and 2 sit one step right of and one step below joint 0. Whatever the scale,
+    rotation and flip, the crop maps those steps to vectors of equal length at a right
+    angle; aspect jitter makes the horizontal one w times the vertical one's length (w in
+    [3/4, 4/3]), still at a right angle, enclosing the same area."""
+    n = 64
+    split = CachedSplit.__new__(CachedSplit)
+    split.images = np.zeros((n, 32, 32, 3), np.uint8)
+    split.joints = np.full((n, NUM_KEYPOINTS, 2), 0.5, np.float32)
+    split.joints[:, :3] = [[0.4, 0.4], [0.6, 0.4], [0.4, 0.6]]
+    split.valid = np.zeros((n, NUM_KEYPOINTS), bool)
+    split.valid[:, 0] = True  # shows which samples the flip mirrored
+    split.context = 0.9
+    perm = list(FLIP_PERMUTATION[:NUM_KEYPOINTS])
+
+    def steps(aspect: float) -> torch.Tensor:
+        _, joints, valid = make_batch(split, np.arange(n), 32, MEAN, STD, augment=True,
+                                      rng=np.random.default_rng(7), aspect=aspect)
+        mirrored = valid[:, perm[0]]
+        joints[mirrored] = joints[mirrored][:, perm]  # back to the input's joint order
+        return torch.stack([joints[:, 1] - joints[:, 0], joints[:, 2] - joints[:, 0]], -1).double()
+
+    plain, jittered = steps(0.0), steps(1.0)
+    for m in (plain, jittered):
+        gram = m @ m.transpose(1, 2)
+        assert torch.allclose(gram[:, 0, 1], torch.zeros(n, dtype=torch.float64), atol=1e-5), "still a right angle"
+    width = lambda m: (m[:, :, 0].norm(dim=1) / m[:, :, 1].norm(dim=1)).numpy()  # noqa: E731
+    assert np.allclose(width(plain), 1.0, atol=1e-4)
+    w = width(jittered)
+    assert (w >= 0.75 - 1e-4).all() and (w <= 4 / 3 + 1e-4).all()
+    assert (w < 0.9).sum() > 5 and (w > 1.1).sum() > 5, "squashed and stretched both drawn"
+    assert np.allclose(torch.linalg.det(jittered).abs(), torch.linalg.det(plain).abs(), rtol=1e-4)
 
 
 def test_flip_swaps_left_and_right_labels():

@@ -30,3 +30,18 @@ def test_the_movenet_peer_scores_as_its_readme_says_through_our_crops():
     result = evaluate_coco("movenet", data=str(DATA), runner=movenet_runner())
     assert result["pck@0.2"] == pytest.approx(0.661, abs=0.02)
     assert result["pck@0.2_body12"] == result["pck@0.2"]  # coco_dev labels only the 12 body joints
+
+
+@pytest.mark.skipif(not (DATA / "coco_dev").exists(), reason="../shared coco_dev not present")
+def test_coco_dev_people_come_from_the_kept_or_the_squashed_photos_never_both():
+    import json
+
+    from models.evaluate import coco_dev_people
+
+    images = json.loads((DATA / "coco_dev" / "person_keypoints.json").read_text())["images"]
+    squashed_files = {im["file_name"] for im in images if im.get("aspect_kept") is False}
+    kept, squashed = coco_dev_people(str(DATA)), coco_dev_people(str(DATA), squashed=True)
+    name = lambda p: p.path.rsplit("/", 1)[-1]  # noqa: E731
+    assert kept and squashed
+    assert not any(name(p) in squashed_files for p in kept)
+    assert all(name(p) in squashed_files for p in squashed)

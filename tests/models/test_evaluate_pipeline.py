@@ -1,4 +1,5 @@
-"""Whole-photo COCO AP: the detector threshold sweep counts exactly the boxes each threshold keeps."""
+"""Whole-photo COCO AP: the detector threshold sweep counts exactly the boxes each threshold
+keeps, and each photo set is scored on its own photos from one pass."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ from models.keypoints import COCO_KEYPOINT_NAMES, KEYPOINT_NAMES, coco_indices  
 def test_a_person_the_detector_scores_low_counts_only_at_thresholds_that_keep_it(tmp_path, monkeypatch):
     """Two people, poses exact; the detector is sure of one (0.9) and unsure of the other
     (0.15). At the default threshold (0.35) the second is missed: recall 0.5, AP about 0.5;
-    at 0.1 and below both are found: recall 1, AP 1."""
+    at 0.1 and below both are found: recall 1, AP 1. A second, squashed photo (aspect not
+    kept) holds a third person the detector misses: it lowers every "all" figure and none
+    of the aspect-kept ones, and each photo goes through the detector once."""
     from PIL import Image
 
     root = tmp_path / "coco_dev"
@@ -25,23 +28,28 @@ def test_a_person_the_detector_scores_low_counts_only_at_thresholds_that_keep_it
     (tmp_path / "lsp").mkdir()
     (tmp_path / "lsp" / "joints.mat").touch()  # data_dir's marker of a datasets folder
     Image.new("RGB", (200, 100)).save(root / "images" / "1.jpg")
+    Image.new("RGB", (120, 100)).save(root / "images" / "2.jpg")
     rng = np.random.default_rng(0)
-    boxes = [(10.0, 10.0, 60.0, 80.0), (110.0, 5.0, 70.0, 90.0)]
+    boxes = [(10.0, 10.0, 60.0, 80.0), (110.0, 5.0, 70.0, 90.0), (20.0, 10.0, 50.0, 85.0)]
     truths = [np.column_stack([rng.uniform(x, x + w, 17), rng.uniform(y, y + h, 17)]) for x, y, w, h in boxes]
-    annotations = [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": list(b), "area": b[2] * b[3],
+    annotations = [{"id": i + 1, "image_id": 1 if i < 2 else 2, "category_id": 1, "iscrowd": 0, "bbox": list(b), "area": b[2] * b[3],
                     "num_keypoints": 17, "keypoints": np.column_stack([t, np.full(17, 2)]).ravel().tolist()}
                    for i, (b, t) in enumerate(zip(boxes, truths))]
     (root / "person_keypoints.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "1.jpg", "width": 200, "height": 100}], "annotations": annotations,
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 200, "height": 100},
+                   {"id": 2, "file_name": "2.jpg", "width": 120, "height": 100, "aspect_kept": False}],
+        "annotations": annotations,
         "categories": [{"id": 1, "name": "person", "keypoints": list(COCO_KEYPOINT_NAMES), "skeleton": []}]}))
 
     dets = [Detection(*boxes[0], score=0.9), Detection(*boxes[1], score=0.15)]
+    calls = []
 
-    class FakeDetector:  # the shipped detector's call, with two fixed boxes
+    class FakeDetector:  # the shipped detector's call: two fixed boxes in photo 1, none in photo 2
         manifest = SimpleNamespace(score_threshold=0.35)
 
         def __call__(self, img, min_score=None, max_people=10):
-            return [d for d in dets if d.score >= min_score][:max_people]
+            calls.append(img.size)
+            return [d for d in dets if d.score >= min_score][:max_people] if img.size == (200, 100) else []
 
     detector = FakeDetector()
 
@@ -55,7 +63,10 @@ def test_a_person_the_detector_scores_low_counts_only_at_thresholds_that_keep_it
 
     monkeypatch.setattr(evaluate_pipeline, "pose_all", exact_poses)
     runner = SimpleNamespace(keypoints=KEYPOINT_NAMES)
-    result = evaluate_pipeline.evaluate_coco(detector, runner, str(tmp_path), aspect_kept_only=False)
+    results = evaluate_pipeline.evaluate_coco(detector, runner, str(tmp_path))
+    assert sorted(calls) == [(120, 100), (200, 100)]  # one detection per photo for both sets
+    result, everything = results["coco_dev_aspect_kept"], results["coco_dev_all"]
+    assert (result["photos"], result["people"], everything["photos"], everything["people"]) == (1, 2, 2, 3)
 
     sweep = result["by_min_score"]
     assert sorted(map(float, sweep)) == sorted({*evaluate_pipeline.SCORE_SWEEP, 0.35})
@@ -68,10 +79,13 @@ def test_a_person_the_detector_scores_low_counts_only_at_thresholds_that_keep_it
         assert 0.4 < sweep[t]["AP"] < 0.6
     # Given the annotated boxes, both people are posed (exactly): what a perfect detector leaves.
     assert result["true_boxes"]["AP"] == pytest.approx(1.0) and result["true_boxes"]["AP_17"] == pytest.approx(1.0)
+    # All photos: the missed third person costs recall and AP at every threshold, not with true boxes.
+    assert everything["by_min_score"]["0.1"]["person_recall@iou0.5"] == pytest.approx(2 / 3, abs=1e-4)
+    assert everything["by_min_score"]["0.1"]["AP"] < 0.8 and everything["true_boxes"]["AP"] == pytest.approx(1.0)
     report = evaluate_pipeline.markdown(
         {"m": {"lsp_test": {"person_found@iou0.5": 1, "median_best_iou": 1, "pck@0.2_true_box": 1,
                             "pck@0.2_pipeline": 1, "pck@0.2_pipeline_found_only": 1},
-               "coco_dev_all": result, "coco_dev_aspect_kept": result}},
+               **results}},
         SimpleNamespace(id="d", architecture="a", score_threshold=0.35, iou_threshold=0.45, input={"size": 512}), 0)
-    assert "| m | all | 0.1 | 1.000 |" in report and "| m | aspect kept | 0.1 | 1.000 |" in report
+    assert "| m | aspect kept | 0.1 | 1.000 |" in report and "| m | all | 0.1 | 0.667 |" in report
     assert "| m | all | true boxes | 1.000 | 1.000 | 1.000 |" in report
