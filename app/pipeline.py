@@ -149,7 +149,7 @@ def encode_heatmaps(model: LoadedModel, maps: np.ndarray, fmt: str, box: CropBox
     result = Heatmaps(source=model.manifest.heatmap_source, format=fmt,
                       height=h, width=w, to_image=heatmap_to_image(box, h, w))
     if fmt == "array":
-        result.maps = np.round(maps.astype(np.float64), 4).tolist()
+        result.maps = np.round(maps.astype(np.float64), 4).astype(np.float32)  # float64 rounding, as before
         return result
     names = model.manifest.keypoints
     encoded = []

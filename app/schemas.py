@@ -1,9 +1,19 @@
 """Response models: the JSON contract of the API, as it appears in /docs."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+# Heatmaps as floats stay a float32 array, rounded to 4 decimals, up to the response bytes: the
+# service writes them with orjson straight from the array (``app.routers.pose.json_response``),
+# ~80k numbers per person, where Python float lists cost ~32 bytes a number and most of the
+# request's time. Pydantic's own JSON mode (``model_dump_json``) still works, through lists of
+# the same 4-decimal numbers.
+FloatMaps = Annotated[np.ndarray, PlainSerializer(lambda a: np.round(a.astype(np.float64), 4).tolist(),
+                                                  when_used="json"), WithJsonSchema(
+    {"type": "array", "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}})]
 
 
 class ImageSize(BaseModel):
@@ -32,6 +42,8 @@ class HeatmapPNG(BaseModel):
 
 
 class Heatmaps(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)  # ``maps``: an array
+
     source: Literal["predicted", "rendered"] = Field(
         description="'predicted': the network's own output; 'rendered': Gaussians drawn at the "
                     "regressed coordinates, for models that output no heatmaps")
@@ -42,7 +54,7 @@ class Heatmaps(BaseModel):
         description="2x3 affine matrix A: [x, y] = A @ [col, row, 1] maps heatmap cell "
                     "(col, row) centres to original-image pixels")
     maps_png: list[HeatmapPNG] | None = None
-    maps: list[list[list[float]]] | None = Field(None, description="K x H x W floats (format=array)")
+    maps: FloatMaps | None = Field(None, description="K x H x W floats, 4 decimals (format=array)")
 
 
 class Timing(BaseModel):

@@ -131,6 +131,17 @@ def test_every_person_goes_through_the_pose_model_in_batched_runs(client):
         assert [(k.x, k.y) for k in a.keypoints] == pytest.approx([(k.x, k.y) for k in b.keypoints], abs=0.01)
         assert np.allclose(a.heatmaps.maps, b.heatmaps.maps, atol=1e-3)
 
+    # The response bytes, float maps written straight from their arrays, say what pydantic's own
+    # JSON says through Python lists: the same numbers, 4 decimals.
+    import json
+
+    from app.routers.pose import json_response
+
+    sent = json.loads(json_response(body).body)
+    assert sent == json.loads(body.model_dump_json())
+    maps = np.array(sent["persons"][1]["heatmaps"]["maps"])
+    assert maps.shape == (19, 8, 8) and np.array_equal(maps, np.round(maps, 4)) and maps.max() > 0
+
 
 @pytest.mark.parametrize("params,field", [
     ({"min_person_score": "-0.1"}, "min_person_score"), ({"min_person_score": "1.5"}, "min_person_score"),
