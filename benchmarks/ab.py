@@ -8,7 +8,15 @@ both servers see the same machine at the same moments.
     git worktree add /tmp/baseline <rev> && poseserve ab --baseline /tmp/baseline [--bbox x,y,w,h]
 
 Both servers load a model directory holding only the compared model, so that an older
-checkout, which knows no newer artifact kinds (the person detector), serves the same graph.
+checkout, which knows no newer artifact kinds (the person detector), serves the same graph;
+``--detector`` adds the person detector for whole-photo requests (``--params``), e.g. the
+costliest response, a crowd's float heatmaps with every stage:
+
+    poseserve ab --baseline /tmp/baseline --detector --heatmaps array --n 6 \
+        --image ../shared/datasets/coco_dev/images/000000005001.jpg \
+        --params "stages=true&max_persons=50&min_person_score=0.05"
+
+Each server's peak RSS is reported beside its latency.
 """
 from __future__ import annotations
 
@@ -25,15 +33,21 @@ from benchmarks.bench import (
     add_common_arguments,
     default_images,
     percentile,
+    rss_mb,
 )
+
+DETECTOR = "person_detector"
 
 
 def compare(baseline: Path, candidate: Path, model_dir: Path, model: str, images: dict[str, bytes],
-            n: int, params: str = "detect=false") -> dict[str, tuple[float, float]]:
-    """image label → (baseline p50 s, candidate p50 s), ``heatmaps=none``."""
+            n: int, params: str = "detect=false", heatmaps: str = "none", detector: bool = False
+            ) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+    """(image label → (baseline p50 s, candidate p50 s), (baseline, candidate) peak RSS MB)."""
     only = Path(tempfile.mkdtemp(prefix="ab-models-"))
-    for suffix in (".onnx", ".json"):
-        shutil.copy(model_dir / f"{model}{suffix}", only)
+    for name in (model, DETECTOR) if detector else (model,):
+        for suffix in (".onnx", ".json", ".LICENSE"):
+            if suffix != ".LICENSE" or (model_dir / f"{name}{suffix}").exists():
+                shutil.copy(model_dir / f"{name}{suffix}", only)
     servers = [Server(only, threads=1, source=baseline), Server(only, threads=1, source=candidate)]
     try:
         clients = [Client(s.port) for s in servers]
@@ -43,11 +57,12 @@ def compare(baseline: Path, candidate: Path, model_dir: Path, model: str, images
             for i in range(n + WARMUP):
                 for which in (0, 1) if i % 2 else (1, 0):  # alternate who goes first, too
                     start = time.perf_counter()
-                    clients[which].pose(model, image, params=params)
+                    clients[which].pose(model, image, heatmaps, params)
                     if i >= WARMUP:
                         samples[which].append(time.perf_counter() - start)
             result[label] = (percentile(samples[0], 50), percentile(samples[1], 50))
-        return result
+        peaks = tuple(rss_mb(s.proc.pid, "VmHWM") for s in servers)
+        return result, peaks
     finally:
         for s in servers:
             s.close()
@@ -56,12 +71,15 @@ def compare(baseline: Path, candidate: Path, model_dir: Path, model: str, images
 
 def main(args: argparse.Namespace) -> None:
     images = default_images(args.image, args.data)
-    params = f"bbox={args.bbox}" if args.bbox else "detect=false"
-    result = compare(args.baseline, args.candidate, args.model_dir, args.model, images, args.n, params)
-    print(f"{args.model}, heatmaps=none, {params}, {args.n} alternating requests per server and image")
+    where = f"bbox={args.bbox}" if args.bbox else "detect=true" if args.detector else "detect=false"
+    params = "&".join(p for p in (where, args.params) if p)
+    result, peaks = compare(args.baseline, args.candidate, args.model_dir, args.model, images, args.n, params,
+                            args.heatmaps, args.detector)
+    print(f"{args.model}, heatmaps={args.heatmaps}, {params}, {args.n} alternating requests per server and image")
     print("| image | baseline p50 ms | candidate p50 ms | candidate ÷ baseline |\n|---|---|---|---|")
     for label, (a, b) in result.items():
         print(f"| {label} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.2f}× |")
+    print(f"peak RSS: baseline {peaks[0]:.0f} MB, candidate {peaks[1]:.0f} MB")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,4 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="hourglass")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--bbox", help="send this person box (x,y,w,h) with every request; default detect=false")
+    p.add_argument("--detector", action="store_true",
+                   help="serve the person detector too; requests without --bbox then detect (detect=true)")
+    p.add_argument("--heatmaps", choices=("none", "png", "array"), default="none")
+    p.add_argument("--params", default="", help="more query parameters, e.g. 'stages=true&max_persons=50'")
 

@@ -117,10 +117,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_mb(pid: int) -> float:
-    """A process's resident memory, from /proc (Linux), in MB."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory, from /proc (Linux), in MB; ``field="VmHWM"``: its peak."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

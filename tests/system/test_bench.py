@@ -37,10 +37,24 @@ def test_ab_serves_two_checkouts_side_by_side(model_dir, tmp_path):
     from benchmarks.bench import default_images
     from tests.helpers import ROOT as here
 
-    result = compare(here, here, model_dir, "cpm", default_images(None, str(tmp_path)), n=4)
+    result, peaks = compare(here, here, model_dir, "cpm", default_images(None, str(tmp_path)), n=4)
     assert set(result) == {"photo", "noise"}
     for baseline, candidate in result.values():
         assert 0 < baseline < 5 and 0 < candidate < 5  # seconds: real answers, no timeouts
+    assert all(50 < mb < 4000 for mb in peaks)  # each server's own peak RSS
+
+
+def test_ab_with_the_detector_sends_whole_photo_requests(model_dir, tmp_path):
+    """--detector: both servers also load the person detector and detect; a response the
+    servers could not give (here: no detector, 503) would stop the comparison."""
+    from benchmarks.ab import compare
+    from benchmarks.bench import default_images
+    from tests.helpers import ROOT as here
+
+    images = default_images(None, str(tmp_path))
+    result, _ = compare(here, here, model_dir, "cpm", images, n=2, params="detect=true&stages=true",
+                        heatmaps="array", detector=True)
+    assert set(result) == {"photo", "noise"} and all(0 < t < 10 for pair in result.values() for t in pair)
 
 
 def test_per_person_section_times_every_model_with_and_without_the_flip(model_dir, tmp_path):
