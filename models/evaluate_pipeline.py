@@ -193,11 +193,11 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None) -> dict[
     # models that predict the face points.
     has_face = all(n in runner.keypoints for n in COCO_KEYPOINT_NAMES)
 
-    def measure(ids: set[int], predictions: list[dict], found: int, body_gt: dict, full_gt: dict) -> dict:
+    def measure(ids: set[int], predictions: list[dict], recall: float, body_gt: dict, full_gt: dict) -> dict:
         predictions = [p for p in predictions if p["image_id"] in ids]
         stats = coco_stats(body_gt, predictions)
         full = coco_stats(full_gt, predictions) if has_face else None
-        return {"person_recall@iou0.5": round(found / max(sum(people[i] for i in ids), 1), 4),
+        return {"person_recall@iou0.5": round(recall, 4),
                 "AP": round(stats[0], 4), "AP50": round(stats[1], 4), "AP75": round(stats[2], 4),
                 "AP_medium": round(stats[3], 4), "AP_large": round(stats[4], 4), "AR": round(stats[5], 4),
                 "AP_17": None if full is None else round(full[0], 4),
@@ -209,11 +209,11 @@ def evaluate_coco(detector: Detector, runner: Runner, data: str | None) -> dict[
         ids = {im["id"] for im in coco["images"] if keep(im)}
         body_gt, full_gt = body_only_ground_truth(coco, ids), ground_truth(coco, ids)
         total = sum(people[i] for i in ids)
-        measured = {t: measure(ids, results[t], sum(recalled[t, i] for i in ids), body_gt, full_gt)
+        measured = {t: measure(ids, results[t], sum(recalled[t, i] for i in ids) / max(total, 1), body_gt, full_gt)
                     for t in thresholds}
         out[key] = {"photos": len(ids), "people": total, "min_person_score": default, **measured[default],
                     "by_min_score": {str(t): measured[t] for t in thresholds},
-                    "true_boxes": measure(ids, given, total, body_gt, full_gt)}
+                    "true_boxes": measure(ids, given, 1.0 if total else 0.0, body_gt, full_gt)}
     return out
 
 

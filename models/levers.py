@@ -111,7 +111,7 @@ def run_arm(argv: list[str], data: str | None, reuse: bool = False) -> dict:
     """Train the arm (or, with ``reuse``, take its finished checkpoint as it is), then score
     it on LSP test and coco_dev."""
     from models.checkpoint import load_checkpoint
-    from models.evaluate import evaluate, evaluate_coco
+    from models.evaluate import evaluate, evaluate_coco, runner_for
     from models.train import train
 
     reused = reuse and finished(argv)
@@ -119,9 +119,10 @@ def run_arm(argv: list[str], data: str | None, reuse: bool = False) -> dict:
     t0 = time.time()
     ckpt_path = train(args)  # resuming a finished run trains nothing
     state = load_checkpoint(ckpt_path).state
-    lsp = evaluate(args.model, data=data, checkpoint=ckpt_path)
-    coco = evaluate_coco(args.model, data=data, checkpoint=ckpt_path)
-    squashed = evaluate_coco(args.model, data=data, checkpoint=ckpt_path, squashed=True)
+    runner = runner_for(None, ckpt_path)  # the checkpoint's graph, built once for the three scores
+    lsp = evaluate(args.model, data=data, checkpoint=ckpt_path, runner=runner)
+    coco = evaluate_coco(args.model, data=data, checkpoint=ckpt_path, runner=runner)
+    squashed = evaluate_coco(args.model, data=data, checkpoint=ckpt_path, runner=runner, squashed=True)
     return {"command": "poseserve train " + shlex.join(argv), "reused": reused, "epochs": state["epoch"],
             "steps": state["step"], "images_seen": state["step"] * args.batch,
             "train_minutes": round(state["elapsed"] / 60, 1),
