@@ -15,6 +15,12 @@ HEATMAP_STRIDE = 4
 # Width of the Gaussians, in heatmap cells: the training targets and the maps rendered for
 # coordinate regressors use the same value (Newell et al. use 1 at 64×64).
 HEATMAP_SIGMA = 1.0
+# Gaussians are cut to exactly 0 where the exponent exceeds this (beyond 10 sigma, values
+# below 2e-22). Why: the uncut tail passes through float32's subnormal range (below
+# 1.2e-38) in a ring around each point, and on some x86 CPUs a convolution reading
+# subnormal inputs runs >10x slower: IEF's first layer, which reads the maps it renders,
+# measured 21 ms with the tail against 1.7 ms without.
+GAUSSIAN_TAIL = 50.0
 
 
 def render_gaussians(coords: np.ndarray, height: int, width: int, sigma: float) -> np.ndarray:
@@ -24,7 +30,8 @@ def render_gaussians(coords: np.ndarray, height: int, width: int, sigma: float) 
     ys = ((np.arange(height, dtype=np.float32) + 0.5) / height).reshape(1, 1, height, 1)
     dx = (xs - coords[..., 0:1, None]) * width
     dy = (ys - coords[..., 1:2, None]) * height
-    return np.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma)).astype(np.float32)
+    exponent = (dx * dx + dy * dy) / (2 * sigma * sigma)
+    return np.where(exponent < GAUSSIAN_TAIL, np.exp(-np.minimum(exponent, GAUSSIAN_TAIL)), 0).astype(np.float32)
 
 
 def decode_heatmaps(heatmaps: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from models.heatmap_codec import HEATMAP_SIGMA, HEATMAP_STRIDE  # noqa: F401 - re-exported
+from models.heatmap_codec import GAUSSIAN_TAIL, HEATMAP_SIGMA, HEATMAP_STRIDE  # noqa: F401 - re-exported
 
 
 def cell_centres(n: int, device: torch.device | None = None) -> torch.Tensor:
@@ -21,13 +21,15 @@ def render_gaussians(coords: torch.Tensor, height: int, width: int, sigma: float
     """Render (N, K, 2) normalised points as (N, K, H, W) unit-peak Gaussians.
 
     Differentiable in ``coords`` (IEF feeds its current pose back through this), and
-    ``sigma`` is in heatmap cells.
+    ``sigma`` is in heatmap cells; the tail beyond ``GAUSSIAN_TAIL`` is exactly 0 (no
+    subnormal floats for the next convolution to read).
     """
     xs = cell_centres(width, coords.device).view(1, 1, 1, width)
     ys = cell_centres(height, coords.device).view(1, 1, height, 1)
     dx = (xs - coords[..., 0:1, None]) * width
     dy = (ys - coords[..., 1:2, None]) * height
-    return torch.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma))
+    exponent = (dx * dx + dy * dy) / (2 * sigma * sigma)
+    return torch.exp(-exponent.clamp(max=GAUSSIAN_TAIL)) * (exponent < GAUSSIAN_TAIL)  # no subnormal even inside
 
 
 def decode_heatmaps(heatmaps: torch.Tensor, refine: str = "taylor") -> torch.Tensor:
