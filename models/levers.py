@@ -131,7 +131,10 @@ def run_arm(argv: list[str], data: str | None, reuse: bool = False) -> dict:
             "coco_dev_squashed_pck@0.2": squashed["pck@0.2"]}
 
 
-def section(name: str, lever: Lever, model: str, results: list[dict]) -> str:
+def section(name: str, lever: Lever, model: str, minutes: float, results: list[dict]) -> str:
+    """The lever's markdown section. Arms are budgeted in minutes, not steps, so work run
+    beside one arm costs it steps (the clock charges a busier machine in full): an arm
+    with less than half the other's steps is flagged rather than read as the lever's effect."""
     splits = sorted({s for r in results for s in r["coco_dev_by_split"]})
     squashed = all("coco_dev_squashed_pck@0.2" in r for r in results)  # scored since the aspect lever
     head = ["arm", "images seen (epochs)", "LSP test PCK@0.2", "coco_dev PCK@0.2",
@@ -142,8 +145,8 @@ def section(name: str, lever: Lever, model: str, results: list[dict]) -> str:
             for arm, r in zip(lever.arms, results)]
     a, b = results
     lines = [START.format(name=name), f"## {name}: {lever.question}", "",
-             f"`poseserve lever {name} --model {model} --minutes {a['train_minutes']:g}` "
-             f"(each arm {a['train_minutes']:g} training minutes; measured {time.strftime('%Y-%m-%d')}). "
+             f"`poseserve lever {name} --model {model} --minutes {minutes:g}` "
+             f"(each arm {minutes:g} training minutes; measured {time.strftime('%Y-%m-%d')}). "
              f"{lever.arms[1].label} − {lever.arms[0].label}: "
              f"**{100 * (b['lsp_pck@0.2'] - a['lsp_pck@0.2']):+.1f}** points on LSP, "
              f"**{100 * (b['coco_dev_pck@0.2'] - a['coco_dev_pck@0.2']):+.1f}** on coco_dev.", "",
@@ -152,6 +155,9 @@ def section(name: str, lever: Lever, model: str, results: list[dict]) -> str:
              *[f"- {arm.label}: `{r['command']}`" + (" (a finished checkpoint of this recipe, scored, not retrained)"
                                                      if r.get("reused") else "")
                for arm, r in zip(lever.arms, results)],
+             *([f"- Not a fair pair: {min(a['steps'], b['steps'])} steps against {max(a['steps'], b['steps'])} "
+                "in the same minutes (work beside the slower arm?); delete its --out folder and rerun the lever with `--reuse`, which keeps the other arm."]
+               if max(a["steps"], b["steps"]) > 2 * min(a["steps"], b["steps"]) else []),
              END.format(name=name)]
     return "\n".join(lines)
 
@@ -197,4 +203,4 @@ def main(args: argparse.Namespace) -> None:
     (args.docs / "results" / f"lever-{args.lever}.json").write_text(json.dumps(
         {"lever": args.lever, "model": args.model, "arms": [a.label for a in lever.arms], "results": results},
         indent=1))
-    write_section(args.docs / "levers.md", args.lever, section(args.lever, lever, args.model, results))
+    write_section(args.docs / "levers.md", args.lever, section(args.lever, lever, args.model, args.minutes, results))

@@ -38,25 +38,33 @@ def test_a_fine_tune_keeps_the_releases_input_size_unless_the_arm_sets_one(tmp_p
     assert parse_train_args(train_argv("cpm", Path("c.npz"), tmp_path, 15, 2, finer)).input_size == 256
 
 
-def result(lsp: float, coco: float) -> dict:
-    return {"command": "poseserve train …", "epochs": 2, "steps": 100, "images_seen": 3200,
+def result(lsp: float, coco: float, steps: int = 100) -> dict:
+    return {"command": "poseserve train …", "epochs": 2, "steps": steps, "images_seen": 3200,
             "train_minutes": 15.0, "lsp_pck@0.2": lsp, "coco_dev_pck@0.2": coco,
             "coco_dev_by_split": {"val2017": coco - 0.01}, "coco_dev_squashed_pck@0.2": coco - 0.1}
 
 
 def test_each_lever_has_its_own_section_and_a_rerun_replaces_it(tmp_path):
     doc = tmp_path / "levers.md"
-    trunk = section("trunk", LEVERS["trunk"], "hourglass", [result(0.60, 0.50), result(0.74, 0.62)])
+    trunk = section("trunk", LEVERS["trunk"], "hourglass", 15, [result(0.60, 0.50), result(0.74, 0.62)])
     assert "**+14.0** points on LSP, **+12.0** on coco_dev" in trunk and "| 0.740 | 0.620 | 0.610 | 0.520 |" in trunk
     write_section(doc, "trunk", trunk)
-    write_section(doc, "input-size", section("input-size", LEVERS["input-size"], "hourglass",
+    write_section(doc, "input-size", section("input-size", LEVERS["input-size"], "hourglass", 15,
                                              [result(0.70, 0.60), result(0.72, 0.59)]))
-    rerun = section("trunk", LEVERS["trunk"], "hourglass", [result(0.61, 0.50), result(0.70, 0.60)])
+    rerun = section("trunk", LEVERS["trunk"], "hourglass", 15, [result(0.61, 0.50), result(0.70, 0.60)])
     write_section(doc, "trunk", rerun)
     text = doc.read_text()
     assert text.startswith("# Training levers") and text.count("## trunk") == 1
     assert "**+9.0** points on LSP" in text and "**+14.0**" not in text
     assert "**-1.0** on coco_dev" in text  # the other lever's section is kept
+    assert "--minutes 15`" in text and "Not a fair pair" not in text
+
+
+def test_an_arm_that_got_less_than_half_the_others_steps_is_flagged():
+    fair = section("aspect", LEVERS["aspect"], "hourglass", 40, [result(0.8, 0.7, 300), result(0.8, 0.7, 550)])
+    unfair = section("aspect", LEVERS["aspect"], "hourglass", 40, [result(0.8, 0.7, 276), result(0.8, 0.7, 879)])
+    assert "Not a fair pair" not in fair
+    assert "Not a fair pair: 276 steps against 879" in unfair
 
 
 def test_reuse_takes_only_a_checkpoint_that_trained_the_arms_full_minutes(tmp_path):
