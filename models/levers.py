@@ -156,7 +156,8 @@ def section(name: str, lever: Lever, model: str, minutes: float, results: list[d
                                                      if r.get("reused") else "")
                for arm, r in zip(lever.arms, results)],
              *([f"- Not a fair pair: {min(a['steps'], b['steps'])} steps against {max(a['steps'], b['steps'])} "
-                "in the same minutes (work beside the slower arm?); delete its --out folder and rerun the lever with `--reuse`, which keeps the other arm."]
+                "in the same minutes (work beside the slower arm?); delete its --out folder and rerun the "
+                "lever with `--reuse`, which keeps the other arm."]
                if max(a["steps"], b["steps"]) > 2 * min(a["steps"], b["steps"]) else []),
              END.format(name=name)]
     return "\n".join(lines)
