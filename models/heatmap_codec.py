@@ -31,7 +31,8 @@ def render_gaussians(coords: np.ndarray, height: int, width: int, sigma: float) 
     dx = (xs - coords[..., 0:1, None]) * width
     dy = (ys - coords[..., 1:2, None]) * height
     exponent = (dx * dx + dy * dy) / (2 * sigma * sigma)
-    return np.where(exponent < GAUSSIAN_TAIL, np.exp(-np.minimum(exponent, GAUSSIAN_TAIL)), 0).astype(np.float32)
+    # the clamp keeps exp itself out of the subnormal range; the mask zeroes the tail
+    return (np.exp(-np.minimum(exponent, GAUSSIAN_TAIL)) * (exponent < GAUSSIAN_TAIL)).astype(np.float32)
 
 
 def decode_heatmaps(heatmaps: np.ndarray) -> np.ndarray:

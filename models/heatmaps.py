@@ -29,7 +29,8 @@ def render_gaussians(coords: torch.Tensor, height: int, width: int, sigma: float
     dx = (xs - coords[..., 0:1, None]) * width
     dy = (ys - coords[..., 1:2, None]) * height
     exponent = (dx * dx + dy * dy) / (2 * sigma * sigma)
-    return torch.exp(-exponent.clamp(max=GAUSSIAN_TAIL)) * (exponent < GAUSSIAN_TAIL)  # no subnormal even inside
+    # the clamp keeps exp itself out of the subnormal range; the mask zeroes the tail
+    return torch.exp(-exponent.clamp(max=GAUSSIAN_TAIL)) * (exponent < GAUSSIAN_TAIL)
 
 
 def decode_heatmaps(heatmaps: torch.Tensor, refine: str = "taylor") -> torch.Tensor:
