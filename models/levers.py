@@ -75,6 +75,11 @@ LEVERS: dict[str, Lever] = {
                      (Arm("labels", FINE_TUNE),
                       Arm("+ hourglass teacher", (*FINE_TUNE, "--teacher", "models/weights/hourglass.pt",
                                                   "--distill", "0.5")))),
+    # IEF's corrector, unrolled from a fixed start, can ignore the pose it is fed (see
+    # models/architectures/ief.py); noise on that pose makes reading it pay.
+    "pose-jitter": Lever("the released weights fine-tuned as usual vs with Gaussian noise (std 0.05 crop "
+                         "widths) on the starting pose, so the corrector must read the pose (IEF)",
+                         (Arm("usual", FINE_TUNE), Arm("+ pose jitter", (*FINE_TUNE, "--pose-jitter", "0.05")))),
 }
 
 

@@ -154,8 +154,12 @@ def train(args: argparse.Namespace) -> Path:
     ckpt.config.update(batch=args.batch, lr=args.lr, minutes=args.minutes, cache=str(args.cache),
                        bf16=args.bf16, sigma=args.sigma, data=describe_cache(args.cache),
                        half_body=args.half_body, occlusion=args.occlusion, aspect=args.aspect,
-                       coco_share=args.coco_share,
+                       coco_share=args.coco_share, pose_jitter=args.pose_jitter,
                        distilled_from=teacher.description if teacher else None)
+    if args.pose_jitter:
+        if not hasattr(model, "pose_jitter"):
+            raise SystemExit(f"--pose-jitter: {args.model} is not fed its own pose (IEF is)")
+        model.pose_jitter = args.pose_jitter
     loss_kind = ARCHITECTURES[args.model].loss
     train_split = CachedSplit(args.cache, "train")
     val_splits = {name: CachedSplit(args.cache, name) for name in ("val", "val_coco")
@@ -257,6 +261,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coco-share", type=float, default=None, metavar="P",
                    help="share of each epoch drawn from coco_train's crops (default: as many as the "
                         "cache holds, about half); the epoch keeps its length")
+    p.add_argument("--pose-jitter", type=float, default=0.0, metavar="STD",
+                   help="IEF: Gaussian noise (in crop widths) on the starting pose while training, so "
+                        "each correction must read the pose it is fed; 0 = off")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")

@@ -175,6 +175,18 @@ def test_ief_starts_from_its_mean_pose():
         assert (b - a).abs().max() <= model.bound + 1e-6
 
 
+def test_ief_pose_jitter_moves_the_poses_f_sees_while_training_only():
+    model = tiny_model("ief")
+    model.mean_pose.fill_(0.3)
+    model.pose_jitter = 0.05
+    x = torch.randn(2, 3, TEST_INPUT, TEST_INPUT)
+    poses = model.train()(x)
+    assert not torch.allclose(poses[0], torch.full_like(poses[0], 0.3))  # y_0 shown with noise
+    for a, b in zip(poses[:-1], poses[1:]):  # y_{t+1} = y_t + ε_t from the noisy start
+        assert (b - a).abs().max() <= model.bound + 1e-6
+    assert torch.allclose(model.eval()(x)[0], torch.full_like(poses[0], 0.3))  # inference: no noise
+
+
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(KeyError, match="unknown architecture"):
         build_model("alexnet")
