@@ -155,11 +155,17 @@ def train(args: argparse.Namespace) -> Path:
                        bf16=args.bf16, sigma=args.sigma, data=describe_cache(args.cache),
                        half_body=args.half_body, occlusion=args.occlusion, aspect=args.aspect,
                        coco_share=args.coco_share, pose_jitter=args.pose_jitter,
+                       redraw_pose_input=args.redraw_pose_input,
                        distilled_from=teacher.description if teacher else None)
     if args.pose_jitter:
         if not hasattr(model, "pose_jitter"):
             raise SystemExit(f"--pose-jitter: {args.model} is not fed its own pose (IEF is)")
         model.pose_jitter = args.pose_jitter
+    if args.redraw_pose_input:
+        if not hasattr(model, "redraw_pose_input"):
+            raise SystemExit(f"--redraw-pose-input: {args.model} is not fed its own pose (IEF is)")
+        if state["step"] == 0:  # not again when a run resumes
+            model.redraw_pose_input(args.redraw_pose_input)
     loss_kind = ARCHITECTURES[args.model].loss
     train_split = CachedSplit(args.cache, "train")
     val_splits = {name: CachedSplit(args.cache, name) for name in ("val", "val_coco")
@@ -264,6 +270,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pose-jitter", type=float, default=0.0, metavar="STD",
                    help="IEF: Gaussian noise (in crop widths) on the starting pose while training, so "
                         "each correction must read the pose it is fed; 0 = off")
+    p.add_argument("--redraw-pose-input", type=float, default=0.0, metavar="SCALE",
+                   help="IEF: before the first step, re-draw the filters that read the pose maps at "
+                        "SCALE x the spread of the image filters; 0 = keep them")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")

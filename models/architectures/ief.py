@@ -61,6 +61,20 @@ class IterativeErrorFeedback(nn.Module):
         self.register_buffer("mean_pose", torch.full((k, 2), 0.5))
         self.pose_jitter = 0.0  # std of the noise on y_0 while training
 
+    @torch.no_grad()
+    def redraw_pose_input(self, scale: float) -> None:
+        """Re-draw the filters that read the pose maps, normal with ``scale`` × the spread of
+        the filters that read the image. Why: started at zero beside a pretrained image
+        path, they stayed near zero (mean |w| 0.012 against 0.37 after 105 minutes) and
+        their gradient never pointed one way for long: the maps barely showed in the
+        features, so nothing downstream learned to use them. Drawn at the image's scale, the
+        pose is visible from the first step."""
+        if isinstance(self.f, PretrainedRegressor):
+            image, pose = self.f.trunk.features[0][0].weight, self.f.extra.weight
+        else:  # one first convolution over image ⊕ maps
+            image, pose = self.f[0][0].weight[:, :3], self.f[0][0].weight[:, 3:]
+        pose.copy_(torch.randn_like(pose) * scale * image.std())
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Returns y_0 (mean pose) and the pose after each of the T corrections."""
         n, s = x.shape[0], x.shape[-1]

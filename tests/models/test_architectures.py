@@ -187,6 +187,25 @@ def test_ief_pose_jitter_moves_the_poses_f_sees_while_training_only():
     assert torch.allclose(model.eval()(x)[0], torch.full_like(poses[0], 0.3))  # inference: no noise
 
 
+@pytest.mark.parametrize("backbone", [None, "mobilenet_v2"])
+def test_ief_redrawn_pose_input_has_the_image_filters_spread_and_shows_in_the_first_features(backbone):
+    model = build_model("ief", input_size=64, num_keypoints=NUM_KEYPOINTS, backbone=backbone).eval()
+    first_bn = model.f.trunk.features[0][1] if backbone else model.f[0][1]
+    seen: list[torch.Tensor] = []
+    first_bn.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].clone()))
+    x = torch.randn(1, 3, 64, 64)
+    image = model.f.trunk.features[0][0].weight if backbone else model.f[0][0].weight[:, :3]
+    image_before = image.detach().clone()
+    with torch.no_grad():
+        model(x)
+        model.redraw_pose_input(1.0)
+        model(x)
+    pose = model.f.extra.weight if backbone else model.f[0][0].weight[:, 3:]
+    assert torch.equal(image, image_before)  # the image's filters are untouched
+    assert 0.8 < pose.std() / image.std() < 1.25
+    assert (seen[0] - seen[model.steps]).abs().max() > 0.1  # the mean pose's maps now show
+
+
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(KeyError, match="unknown architecture"):
         build_model("alexnet")
