@@ -26,25 +26,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.checkpoint import load_checkpoint  # noqa: E402
 from models.data import CachedSplit, make_batch  # noqa: E402
-from models.heatmaps import render_gaussians  # noqa: E402
 from models.metrics import pck_summary  # noqa: E402
 
 
 @torch.no_grad()
 def unroll(model: torch.nn.Module, x: torch.Tensor, steps: int, zero_maps: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The model's loop written out (as ``IterativeErrorFeedback.forward`` runs it in eval
-    mode), returning (y_{t+1}, ε_t) per step."""
-    n, s = x.shape[0], x.shape[-1]
-    y = model.mean_pose.unsqueeze(0).expand(n, -1, -1)
-    out = []
-    for _ in range(steps):
-        maps = render_gaussians(y, s, s, model.sigma)
-        if zero_maps:
-            maps = torch.zeros_like(maps)
-        eps = model.bound * torch.tanh(model.f(x, maps).view(n, -1, 2))
-        y = y + eps
-        out.append((y, eps))
-    return out
+    """The model's own loop run for ``steps`` corrections (its maps zeroed on their way into
+    f if asked), returning (y_{t+1}, ε_t) per step."""
+    trained_steps, model.steps = model.steps, steps
+    hook = (model.f.register_forward_pre_hook(lambda f, args: (args[0], torch.zeros_like(args[1])))
+            if zero_maps else None)
+    try:
+        poses = model(x)
+    finally:
+        model.steps = trained_steps
+        if hook is not None:
+            hook.remove()
+    return [(b, b - a) for a, b in zip(poses[:-1], poses[1:])]
 
 
 def main() -> None:
@@ -57,9 +55,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.model.eval()
+    image, pose = model.input_filters()
     report: dict = {"checkpoint": str(args.checkpoint),
-                    "mean_abs_weight": {"image": model.f.trunk.features[0][0].weight.abs().mean().item(),
-                                        "maps": model.f.extra.weight.abs().mean().item()}}
+                    "mean_abs_weight": {"image": image.abs().mean().item(), "maps": pose.abs().mean().item()}}
     for name in ("val_coco", "val"):
         split = CachedSplit(args.cache, name)
         idx = np.arange(min(len(split), args.crops))

@@ -18,6 +18,12 @@ step (cosine 0.996 between ε_1 and ε_3) and zeroed maps changed nothing. Noise
 reading the pose a reason; measured (``scripts/ief_feedback.py``), 35 minutes of it did not
 make f read the maps, but the corrections it learned from the noisy starts reach further
 (LSP +4.8 points, and the third correction now helps on everyday crops too).
+
+``backbone="mobilenet_v2"`` or ``"movenet"`` (the shipped model: MoveNet Lightning's
+pose-trained trunk): f is a pretrained MobileNetV2 with a fully connected head
+(``models.backbone.PretrainedRegressor``) whose first layer also reads the K heatmaps
+through zero-initialised extra input weights, as the paper extended its ImageNet
+GoogLeNet to 3 + K input channels.
 """
 from __future__ import annotations
 
@@ -57,6 +63,13 @@ class IterativeErrorFeedback(nn.Module):
         self.register_buffer("mean_pose", torch.full((k, 2), 0.5))
         self.pose_jitter = 0.0  # std of the noise on y_0 while training
 
+    def input_filters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """f's first-layer filters that read the image and those that read the pose maps."""
+        if isinstance(self.f, PretrainedRegressor):
+            return self.f.trunk.features[0][0].weight, self.f.extra.weight
+        first = self.f[0][0].weight  # one first convolution over image ⊕ maps
+        return first[:, :3], first[:, 3:]
+
     @torch.no_grad()
     def redraw_pose_input(self, scale: float) -> None:
         """Re-draw the filters that read the pose maps, normal with ``scale`` × the spread of
@@ -67,10 +80,7 @@ class IterativeErrorFeedback(nn.Module):
         pose is visible from the first step; measured on one 24-minute epoch, f then read
         the maps (corrections no longer alike, cosine 0.96) but not yet to its profit
         (zeroed maps scored higher), so the shipped weights do not use it."""
-        if isinstance(self.f, PretrainedRegressor):
-            image, pose = self.f.trunk.features[0][0].weight, self.f.extra.weight
-        else:  # one first convolution over image ⊕ maps
-            image, pose = self.f[0][0].weight[:, :3], self.f[0][0].weight[:, 3:]
+        image, pose = self.input_filters()
         pose.copy_(torch.randn_like(pose) * scale * image.std())
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
