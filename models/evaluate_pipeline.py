@@ -230,6 +230,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="only the first N LSP test photos")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     p.add_argument("--markdown", type=Path, help="also write a report here (docs/pipeline.md)")
+    p.add_argument("--flip-test", action="store_true",
+                   help="also each model with the test-time flip (the service's flip=true), as 'MODEL (flip)'")
     p.add_argument("--peer", action="store_true",
                    help="also MoveNet Lightning from ../shared/peers behind the same detector, as a yardstick")
 
@@ -241,6 +243,9 @@ def main(args: argparse.Namespace) -> None:
     detector = Detector.load(args.model_dir)
     results = {}
     runners = {m: lambda m=m: onnx_runner(args.model_dir / f"{m}.onnx") for m in args.models}
+    if args.flip_test:
+        runners |= {f"{m} (flip)": lambda m=m: onnx_runner(args.model_dir / f"{m}.onnx", flip_test=True)
+                    for m in args.models}
     if args.peer:
         runners["movenet-lightning (peer)"] = movenet_runner
     for model_id, make_runner in runners.items():
@@ -261,7 +266,8 @@ def markdown(results: dict, detector: DetectorManifest, limit: int) -> str:
              f"shipped graphs and the service's own decoding: detector `{detector.id}` ({detector.architecture}, "
              f"{detector.input['size']} px input),",
              f"score ≥ {detector.score_threshold}, NMS IoU {detector.iou_threshold}; every person's crop through the",
-             "pose model in one batch.", "",
+             "pose model in one batch; *(flip)*: each crop also mirrored and the two answers averaged, "
+             "the service's `flip=true`.", "",
              "## LSP test: is the annotated person found, and how well is their pose estimated?", "",
              f"{'First ' + str(limit) if limit else 'All 1000'} LSP test photos, whole photos in (no `bbox`). *Found* = a "
              "returned box with IoU ≥ 0.5 against the box around the annotated joints (a tight box: detector "

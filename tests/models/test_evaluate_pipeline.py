@@ -89,3 +89,24 @@ def test_a_person_the_detector_scores_low_counts_only_at_thresholds_that_keep_it
         SimpleNamespace(id="d", architecture="a", score_threshold=0.35, iou_threshold=0.45, input={"size": 512}), 0)
     assert "| m | aspect kept | 0.1 | 1.000 |" in report and "| m | all | 0.1 | 0.667 |" in report
     assert "| m | all | true boxes | 1.000 | 1.000 | 1.000 |" in report
+
+
+def test_flip_test_adds_each_model_again_through_the_mirrored_runner(tmp_path, monkeypatch):
+    """``--flip-test`` measures every model twice in one run: as served by default and with
+    the service's ``flip=true``; the second is built with the flip and reported as its own row."""
+    import argparse
+
+    (tmp_path / "m.onnx").touch()
+    built = []
+    monkeypatch.setattr(evaluate_pipeline.Detector, "load", staticmethod(lambda model_dir: "detector"))
+    monkeypatch.setattr(evaluate_pipeline, "onnx_runner",
+                        lambda path, flip_test=False: built.append((path.name, flip_test)) or flip_test)
+    monkeypatch.setattr(evaluate_pipeline, "evaluate_lsp", lambda detector, runner, data, limit: {"flip": runner})
+    monkeypatch.setattr(evaluate_pipeline, "evaluate_coco", lambda detector, runner, data: {})
+    p = argparse.ArgumentParser()
+    evaluate_pipeline.add_arguments(p)
+    out = tmp_path / "r.json"
+    evaluate_pipeline.main(p.parse_args(["--models", "m", "--model-dir", str(tmp_path), "--flip-test", "--out", str(out)]))
+    assert built == [("m.onnx", False), ("m.onnx", True)]
+    results = json.loads(out.read_text())
+    assert results == {"m": {"lsp_test": {"flip": False}}, "m (flip)": {"lsp_test": {"flip": True}}}
