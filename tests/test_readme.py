@@ -73,3 +73,32 @@ def test_every_setting_is_in_the_readme_configuration_table():
     expected = {f"POSE_{name.upper()}" for name in Settings.model_fields}
     assert expected - documented == set(), "settings missing from README's table"
     assert documented - expected == set(), "README documents settings that do not exist"
+
+
+def manifest(model_id: str) -> dict:
+    return json.loads((SHIPPED / f"{model_id}.json").read_text())
+
+
+def test_the_readme_accuracy_table_is_what_the_shipped_manifests_measured():
+    """Every row of the README's accuracy table (LSP PCK@0.2 and @0.1, coco_dev, each with and
+    without the flip, per stage, params) and the CPU default's sentence carry the numbers
+    ``poseserve release`` recorded in the shipped manifests, to the digits shown."""
+    rows = re.findall(r"^\| (\w+)(?: \(default\))? \| \d+ px \|(.*)$", README, re.M)
+    assert {r[0] for r in rows} == {"hourglass", "cpm", "tompson", "ief", "deeppose"}
+    for model_id, rest in rows:
+        cells = [c.strip().strip("*") for c in rest.split("|")]
+        lsp, lsp_flip, stages, lsp01, coco, coco_flip, params = cells[3:10]
+        acc = manifest(model_id)["accuracy"]
+        assert (float(lsp), float(lsp_flip), float(lsp01)) == (
+            round(acc["pck@0.2"], 3), round(acc["flip_test"]["pck@0.2"], 3), round(acc["pck@0.1"], 3)), model_id
+        assert (float(coco), float(coco_flip)) == (
+            round(acc["coco_dev"]["pck@0.2"], 3), round(acc["flip_test"]["coco_dev_pck@0.2"], 3)), model_id
+        assert [float(s) for s in stages.split("→")] == [round(s, 3) for s in acc["per_stage_pck@0.2"]], model_id
+        assert float(params.removesuffix(" M")) == round(manifest(model_id)["params"] / 1e6, 2), model_id
+    int8 = manifest("hourglass-int8")
+    said = re.search(r"gets `hourglass-int8`: LSP (\S+), coco_dev (\S+), (\S+) points under the\s+"
+                     r"float32 graph at (\S+)× its latency", README)
+    decision = int8["int8_decision"]
+    assert said and [float(x) for x in said.groups()] == [
+        round(int8["accuracy"]["pck@0.2"], 3), round(int8["accuracy"]["coco_dev"]["pck@0.2"], 3),
+        round(decision["pck_drop"] * 100, 1), round(decision["p50_ms_int8"] / decision["p50_ms_fp32"], 2)]
