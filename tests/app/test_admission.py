@@ -202,13 +202,13 @@ def check_connection_cap(port: int, cap: int) -> None:
 
 def test_a_burst_of_200_small_requests_is_served_whole(model_dir):
     """The burst that a count cap of 16 answered with 158 503s: every request gets a 200."""
-    import httpx
+    import httpx2
 
     data = image_bytes("JPEG", (64, 80))
 
     async def burst(port: int):
-        limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
+        limits = httpx2.Limits(max_connections=200)
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
                                      timeout=60) as c:
             async def one():
                 return (await c.post("/pose?detect=false&heatmaps=none",

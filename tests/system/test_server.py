@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 
-import httpx
+import httpx2
 
 from tests.helpers import image_bytes
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # real servers / benchmarks / fuzzing: minutes, n
 
 def test_pose_over_real_http(server):
     url, _ = server
-    r = httpx.post(f"{url}/pose", params={"model": "cpm", "heatmaps": "png", "detect": "false"},
+    r = httpx2.post(f"{url}/pose", params={"model": "cpm", "heatmaps": "png", "detect": "false"},
                    files={"image": ("p.webp", image_bytes("WEBP"), "image/webp")}, timeout=30)
     assert r.status_code == 200 and len(r.json()["keypoints"]) == 19
     assert r.headers["x-request-id"]
@@ -30,7 +30,7 @@ def test_streamed_upload_over_the_limit_is_cut_off(server):
             yield b"\0" * (1 << 20)
 
     body = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.jpg\"\r\n\r\n"
-    r = httpx.post(f"{url}/pose", content=(c for part in ([body], chunks()) for c in part),
+    r = httpx2.post(f"{url}/pose", content=(c for part in ([body], chunks()) for c in part),
                    headers={"content-type": "multipart/form-data; boundary=b"}, timeout=30)
     assert r.status_code == 413 and "limit" in r.json()["detail"]
 
@@ -53,7 +53,7 @@ def test_sigterm_lets_in_flight_requests_finish(server):
             time.sleep(0.2)
 
     def client():
-        r = httpx.post(f"{url}/pose", content=slow_upload(), timeout=30,
+        r = httpx2.post(f"{url}/pose", content=slow_upload(), timeout=30,
                        headers={"content-type": "multipart/form-data; boundary=b0undary"})
         results.append(r.status_code)
 
@@ -70,7 +70,7 @@ def test_sigterm_lets_in_flight_requests_finish(server):
 
 
 def _inferences(url: str, graph: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    text = httpx2.get(f"{url}/metrics", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines()
                if line.startswith("poseserve_inference_seconds_count") and f'"{graph}"' in line)
 
@@ -82,7 +82,7 @@ def test_a_client_that_leaves_a_video_stops_its_analysis(server):
     url, _ = server
     clip = clip_bytes(600, size=(96, 64), rate=30)  # 20 s, every frame analysed at fps=30
     before = _inferences(url, "hourglass")
-    with httpx.Client(timeout=30) as client:
+    with httpx2.Client(timeout=30) as client:
         with client.stream("POST", f"{url}/pose/video", params={"fps": 30, "detect": "false"},
                            files={"video": ("c.mp4", clip, "video/mp4")}) as r:
             assert r.status_code == 200
@@ -95,6 +95,6 @@ def test_a_client_that_leaves_a_video_stops_its_analysis(server):
     assert after == settled, "frames are still being analysed for a client that left"
     assert settled - before < 300  # stopped long before the clip's 600 frames
     # and the clip slot came back: the next clip is served
-    r = httpx.post(f"{url}/pose/video", params={"detect": "false"}, files={"video": ("c.mp4", clip_bytes(6), "video/mp4")},
+    r = httpx2.post(f"{url}/pose/video", params={"detect": "false"}, files={"video": ("c.mp4", clip_bytes(6), "video/mp4")},
                    timeout=30)
     assert r.status_code == 200 and '"summary"' in r.text
