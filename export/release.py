@@ -208,9 +208,9 @@ def release_fp32(args: argparse.Namespace, models: list[str]) -> None:
     """Steps 1 and 2: export, release the weights, evaluate, regenerate the accuracy page."""
     for model_id in models:
         ckpt = load_checkpoint(checkpoint_for(model_id, args.runs))
+        export_model(ckpt, args.onnx_dir, flip_test=args.flip_test)  # raises before anything is replaced
         if args.onnx_dir.resolve() == SHIPPED_DIR:
             save_checkpoint(RELEASED_WEIGHTS / f"{model_id}.pt", ckpt, with_optimizer=False)
-        export_model(ckpt, args.onnx_dir, flip_test=args.flip_test)
         for variant in ("int8", "fp16"):  # stale until re-decided below
             for suffix in (".onnx", ".json"):
                 (args.onnx_dir / f"{model_id}-{variant}{suffix}").unlink(missing_ok=True)

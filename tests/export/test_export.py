@@ -93,10 +93,37 @@ def test_export_refuses_to_overwrite_the_shipped_models_without_force(tmp_path):
 def test_export_refuses_a_graph_that_breaks_parity(tmp_path, monkeypatch):
     import export.onnx_export as ex
 
+    (tmp_path / "tompson.onnx").write_bytes(b"the graph released before")
     monkeypatch.setattr(ex, "check_parity", lambda *a, **k: 1.0)
     with pytest.raises(AssertionError, match="differs"):
         export_model(tiny_checkpoint("tompson"), tmp_path)
     assert not (tmp_path / "tompson.json").exists()
+    # the graph already there is left as it was, and no staged file stays behind
+    assert (tmp_path / "tompson.onnx").read_bytes() == b"the graph released before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tompson.onnx"]
+
+
+def test_a_regressors_rendered_maps_are_held_to_the_points_tolerance(tmp_path, monkeypatch):
+    """DeepPose's heatmaps are Gaussians drawn at its points: a point moved by d moves a
+    value by up to d · side / sigma · e^-1/2, so parity reads them in the points' units.
+    Every point moved by 5e-5 crop units (within the 1e-4 tolerance; the maps' values then
+    move by about 5e-4) passes; the maps alone drawn 5e-4 away fails."""
+    import export.onnx_export as ex
+    from models.heatmaps import HEATMAP_SIGMA, render_gaussians
+    from models.inference import InferenceGraph
+
+    ckpt = tiny_checkpoint("deeppose")
+    path = tmp_path / "deeppose.onnx"
+    ex.export_onnx(ckpt.model, path, TEST_INPUT)
+    forward = InferenceGraph.forward
+    side = TEST_INPUT // 4
+    for points_by, maps_by, ok in ((5e-5, 5e-5, True), (0.0, 5e-4, False)):
+        def moved(self, image, points_by=points_by, maps_by=maps_by):
+            points, stages, _ = forward(self, image)
+            return points + points_by, stages + points_by, render_gaussians(points + maps_by, side, side, HEATMAP_SIGMA)
+
+        monkeypatch.setattr(InferenceGraph, "forward", moved)
+        assert (ex.check_parity(ckpt.model, path, TEST_INPUT) <= ex.PARITY_TOLERANCE) is ok
 
 
 def test_int8_variant_is_valid_and_served_under_its_own_id(model_dir, tmp_path):
