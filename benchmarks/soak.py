@@ -62,7 +62,7 @@ class SoakResult:
 def soak(url: str, pid: int, clients: int, seconds: float, max_requests: int,
          models: list[str], crowd: bytes | None = None, worst_share: float = 0.0) -> SoakResult:
     """``worst_share`` of the requests are ``MEMORY_CASES`` on the ``crowd`` photo (if given)."""
-    import httpx
+    import httpx2
 
     result = SoakResult()
     images = image_pool()
@@ -72,7 +72,7 @@ def soak(url: str, pid: int, clients: int, seconds: float, max_requests: int,
 
     def worker(i: int) -> None:
         rng = np.random.default_rng(i)
-        with httpx.Client(timeout=30) as c:
+        with httpx2.Client(timeout=30) as c:
             while time.monotonic() < stop_at:
                 with lock:
                     if sent[0] >= max_requests:
@@ -95,7 +95,7 @@ def soak(url: str, pid: int, clients: int, seconds: float, max_requests: int,
                         result.statuses[r.status_code] = result.statuses.get(r.status_code, 0) + 1
                         if worst:
                             result.worst_statuses[r.status_code] = result.worst_statuses.get(r.status_code, 0) + 1
-                except httpx.TransportError:
+                except httpx2.TransportError:
                     with lock:
                         result.errors += 1
 
@@ -115,9 +115,9 @@ def soak(url: str, pid: int, clients: int, seconds: float, max_requests: int,
 def main(args: argparse.Namespace) -> dict:
     server = Server(args.model_dir, threads=1)
     try:
-        import httpx
+        import httpx2
 
-        models = [m["id"] for m in httpx.get(f"{server.url}/models").json()["models"]]
+        models = [m["id"] for m in httpx2.get(f"{server.url}/models").json()["models"]]
         photo = Path(os.environ.get("POSE_DATA_DIR", "../shared/datasets")) / CROWD_PHOTO
         crowd = photo.read_bytes() if photo.exists() and args.worst_share > 0 else None
         result = soak(server.url, server.proc.pid, args.clients, args.seconds, args.max_requests, models,
