@@ -266,8 +266,9 @@ def markdown(results: dict, detector: DetectorManifest, limit: int) -> str:
              f"shipped graphs and the service's own decoding: detector `{detector.id}` ({detector.architecture}, "
              f"{detector.input['size']} px input),",
              f"score ≥ {detector.score_threshold}, NMS IoU {detector.iou_threshold}; every person's crop through the",
-             "pose model in one batch; *(flip)*: each crop also mirrored and the two answers averaged, "
-             "the service's `flip=true`.", "",
+             "pose model in one batch" + ("; *(flip)*: each crop also mirrored and the two answers averaged, "
+                                          "the service's `flip=true`." if any(m.endswith(" (flip)") for m in results)
+                                          else "."), "",
              "## LSP test: is the annotated person found, and how well is their pose estimated?", "",
              f"{'First ' + str(limit) if limit else 'All 1000'} LSP test photos, whole photos in (no `bbox`). *Found* = a "
              "returned box with IoU ≥ 0.5 against the box around the annotated joints (a tight box: detector "

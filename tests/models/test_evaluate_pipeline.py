@@ -89,6 +89,7 @@ def test_a_person_the_detector_scores_low_counts_only_at_thresholds_that_keep_it
         SimpleNamespace(id="d", architecture="a", score_threshold=0.35, iou_threshold=0.45, input={"size": 512}), 0)
     assert "| m | aspect kept | 0.1 | 1.000 |" in report and "| m | all | 0.1 | 0.667 |" in report
     assert "| m | all | true boxes | 1.000 | 1.000 | 1.000 |" in report
+    assert "pose model in one batch.\n" in report and "(flip)" not in report  # no flipped rows, no legend for them
 
 
 def test_flip_test_adds_each_model_again_through_the_mirrored_runner(tmp_path, monkeypatch):
