@@ -285,7 +285,10 @@ async def run_pose(m: LoadedModel, upload: Upload, people: list[PersonBox], heat
 
         outputs, prep, _ = await run_on(runner, m.id, feeds, settings, metrics)
         named = dict(zip(m.output_names, outputs))
-        return (merge_mirrored(named, m.manifest.flip_permutation, m.manifest.output_kind) if mirror else named), prep
+        decoding = m.manifest.heatmap_decoding
+        merged = merge_mirrored(named, m.manifest.flip_permutation, m.manifest.output_kind,
+                                decoding.refine, decoding.sigma) if mirror else named
+        return merged, prep
 
     parts = [boxes[start:start + per_run] for start in range(0, len(boxes), per_run)]
     done = await all_or_none([run_part(part) for part in parts])

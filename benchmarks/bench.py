@@ -89,7 +89,9 @@ def torch_latency(manifest, threads: int, n: int) -> float | None:
     options = builder_options({"arch": training.get("arch"), "width": training.get("width")})
     arch = manifest.base_model or manifest.id  # variants: the fp32 architecture
     size = manifest.input.size
-    model = InferenceGraph(build_model(arch, input_size=size, **options), flip_test=manifest.flip_test).eval()
+    decoding = manifest.heatmap_decoding
+    model = InferenceGraph(build_model(arch, input_size=size, **options), flip_test=manifest.flip_test,
+                           refine=decoding.refine, sigma=decoding.sigma).eval()
     x = torch.zeros(1, 3, size, size)
     with torch.inference_mode():
         return percentile(timed(lambda: model(x), n), 50)

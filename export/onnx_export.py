@@ -21,11 +21,11 @@ from torch import nn
 
 from models.architectures import ARCHITECTURES
 from models.backbone import TRUNKS, licence_path, pretrained_description
-from models.checkpoint import Checkpoint, load_checkpoint, num_keypoints, run_checkpoint
+from models.checkpoint import Checkpoint, load_checkpoint, num_keypoints, run_checkpoint, target_sigma
 from models.heatmaps import HEATMAP_SIGMA, HEATMAP_STRIDE
 from models.inference import InferenceGraph, output_names
 from models.keypoints import JointSet
-from models.manifest import InputSpec, PoseManifest, sha256_file
+from models.manifest import HeatmapDecoding, InputSpec, PoseManifest, sha256_file
 from models.runtime import create_session
 from models.transforms import CROP_MARGIN
 
@@ -65,8 +65,9 @@ def describe_outputs(model: nn.Module, input_size: int) -> dict[str, dict]:
 
 
 def export_onnx(model: nn.Module, path: Path, input_size: int, flip_test: bool = False,
-                fp16: bool = False) -> None:
-    """Write the inference graph with a dynamic batch axis and named inputs/outputs.
+                fp16: bool = False, sigma: float = HEATMAP_SIGMA) -> None:
+    """Write the inference graph with a dynamic batch axis and named inputs/outputs;
+    heatmaps decoded by "dark" with the training targets' ``sigma``.
 
     With ``fp16`` the network's weights and activations are half precision; input and
     outputs stay float32, so a client (and the service) cannot tell the difference.
@@ -75,7 +76,7 @@ def export_onnx(model: nn.Module, path: Path, input_size: int, flip_test: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(InferenceGraph(model, flip_test, fp16).eval(),
+        torch.onnx.export(InferenceGraph(model, flip_test, fp16, sigma=sigma).eval(),
                           (torch.zeros(1, 3, input_size, input_size),), str(path),
                           input_names=["image"], output_names=names,
                           dynamic_axes={n: {0: "batch"} for n in ["image", *names]},
@@ -84,7 +85,7 @@ def export_onnx(model: nn.Module, path: Path, input_size: int, flip_test: bool =
 
 def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[int, ...] = (1, 4),
                  seed: int = 0, flip_test: bool = False, min_agreement: float = 0.99,
-                 decoded_tolerance: float = 1e-3) -> float:
+                 decoded_tolerance: float = 1e-3, refine: str = "dark", sigma: float = HEATMAP_SIGMA) -> float:
     """Max abs difference between ONNX Runtime and PyTorch (float32) eval outputs.
 
     Continuous outputs (heatmaps, regressed coordinates) are compared directly. Decoded
@@ -99,7 +100,7 @@ def check_parity(model: nn.Module, path: Path, input_size: int, batches: tuple[i
     onnx.checker.check_model(str(path))
     session = create_session(path)
     names = output_names(model.output_kind)
-    graph = InferenceGraph(model, flip_test).eval()
+    graph = InferenceGraph(model, flip_test, refine=refine, sigma=sigma).eval()
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     for n in batches:
@@ -145,6 +146,7 @@ def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float, flip_test: 
         stages=outputs["stage_keypoints"]["shape"][1], outputs=outputs,
         keypoints=list(joints.names), skeleton=[tuple(e) for e in joints.skeleton],
         flip_permutation=list(joints.flip_permutation), pretrained=pretrained_description(model),
+        decoding=HeatmapDecoding(refine="dark", sigma=target_sigma(ckpt)) if model.output_kind == "heatmaps" else None,
         parity_max_abs_error=parity,
         training={"data": ckpt.config.get("data", "LSP im0001-im1000 + LSPET (last 300 held out for validation)"),
                   **{k: ckpt.config[k] for k in ("arch", "input_size", "batch", "lr", "minutes", "bf16",
@@ -188,12 +190,13 @@ def export_model(ckpt: Checkpoint, out_dir: Path, flip_test: bool = False, fp16:
     # fails leaves the one already in ``out_dir`` (the shipped one, in a release) untouched.
     staged = out_dir / f".{name}.onnx.partial"
     try:
-        export_onnx(ckpt.model, staged, size, flip_test, fp16)
+        export_onnx(ckpt.model, staged, size, flip_test, fp16, sigma=target_sigma(ckpt))
         # fp16 on random-noise inputs flips near-tie argmaxes often (without the flip's averaging,
         # a fifth of them): only its continuous outputs are held to a tolerance here, and the
         # release measures its real PCK drop on photos, which is what decides whether it ships.
         try:
             parity = check_parity(ckpt.model, staged, size, flip_test=flip_test, min_agreement=0.0 if fp16 else 0.99,
+                                  sigma=target_sigma(ckpt),
                                   decoded_tolerance=0.25 * HEATMAP_STRIDE / size if fp16 else 1e-3)
         except AssertionError as exc:
             raise ParityError(f"{name}: {exc}") from None

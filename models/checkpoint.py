@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from models.architectures import build_model
+from models.heatmaps import HEATMAP_SIGMA
 from models.keypoints import NUM_LSP_KEYPOINTS
 
 
@@ -71,6 +72,12 @@ def _grow_tensor(old: torch.Tensor, init: torch.Tensor, k_old: int, k: int, join
     out = init.clone()
     out[:t.shape[0]] = t
     return out
+
+
+def target_sigma(ckpt: Checkpoint) -> float:
+    """The width (heatmap cells) of the Gaussians the weights were trained to predict; the
+    "dark" decoding blurs with it. Checkpoints that do not record it used the default."""
+    return float(ckpt.config.get("sigma") or HEATMAP_SIGMA)
 
 
 def num_keypoints(ckpt: Checkpoint) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from models.checkpoint import Checkpoint, load_checkpoint
+from models.checkpoint import Checkpoint, load_checkpoint, target_sigma
 from models.inference import InferenceGraph
 
 DEFAULT_MIN_SCORE = 0.5  # a teacher peak below this is a guess, not an answer
@@ -71,7 +71,7 @@ class Teacher:
             p.requires_grad_(False)
         if channels_last:
             ckpt.model = ckpt.model.to(memory_format=torch.channels_last)
-        self.graph = InferenceGraph(ckpt.model).eval()
+        self.graph = InferenceGraph(ckpt.model, sigma=target_sigma(ckpt)).eval()
         self.input_size = ckpt.input_size  # a model trained at 256 px is not one at 192
         self.alpha, self.min_score, self.bf16 = alpha, min_score, bf16
         self.description = f"{ckpt.arch_id} teacher ({path}), alpha {alpha}, min score {min_score}"

@@ -25,6 +25,7 @@ from PIL import Image
 
 from models.data import LSP_TEST, data_dir, load_lsp
 from models.flip import merge_mirrored, with_mirrors
+from models.heatmap_codec import REFINEMENTS
 from models.keypoints import COCO_KEYPOINT_NAMES, LSP_KEYPOINT_NAMES, LSP_TO_COCO, NUM_LSP_KEYPOINTS, TORSO, JointSet, joint_indices
 from models.manifest import PoseManifest, load_manifest
 from models.metrics import pck, pck_summary
@@ -124,22 +125,24 @@ def onnx_runner(path: Path, flip_test: bool = False) -> Runner:
 
     def outputs(batch: np.ndarray) -> dict[str, np.ndarray]:
         result = dict(zip(names, session.run(None, {"image": with_mirrors(batch) if mirror else batch})))
-        return merge_mirrored(result, manifest.flip_permutation, manifest.output_kind) if mirror else result
+        decoding = manifest.heatmap_decoding
+        return (merge_mirrored(result, manifest.flip_permutation, manifest.output_kind, decoding.refine, decoding.sigma)
+                if mirror else result)
 
     spec = manifest.input
     return Runner(lambda batch: outputs(batch)["stage_keypoints"], spec.size, spec.mean, spec.std,
                   spec.crop_margin, outputs, tuple(manifest.keypoints))
 
 
-def torch_runner(path: Path, flip_test: bool = False, refine: str = "taylor") -> Runner:
+def torch_runner(path: Path, flip_test: bool = False, refine: str = "dark") -> Runner:
     import torch
 
-    from models.checkpoint import load_checkpoint, num_keypoints
+    from models.checkpoint import load_checkpoint, num_keypoints, target_sigma
     from models.inference import InferenceGraph
     from models.transforms import CROP_MARGIN
 
     ckpt = load_checkpoint(path)
-    graph = InferenceGraph(ckpt.model, flip_test=flip_test, refine=refine).eval()
+    graph = InferenceGraph(ckpt.model, flip_test=flip_test, refine=refine, sigma=target_sigma(ckpt)).eval()
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -218,7 +221,7 @@ def score(model_id: str, source: str, dataset: str, pred: np.ndarray, people: li
 
 
 def runner_for(onnx_path: Path | None, checkpoint: Path | None, flip_test: bool = False,
-               refine: str = "taylor") -> Runner:
+               refine: str = "dark") -> Runner:
     """An exported graph (its decoding is baked in), or a checkpoint with this decoding;
     either one with the test-time flip."""
     return onnx_runner(Path(onnx_path), flip_test) if onnx_path else torch_runner(Path(checkpoint), flip_test, refine)
@@ -268,8 +271,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N LSP test images")
     p.add_argument("--coco", action="store_true", help="also PCK on coco_dev's everyday photos")
     p.add_argument("--flip-test", action="store_true", help="average with the mirrored crop (test-time flip)")
-    p.add_argument("--refine", choices=("taylor", "quarter"), default="taylor",
-                   help="checkpoints: sub-pixel step of the heatmap decoding")
+    p.add_argument("--refine", choices=REFINEMENTS, default="dark",
+                   help="checkpoints: the heatmap decoding (an ONNX graph has its own inside)")
     p.add_argument("--crop-margin", type=float, help="override the crop margin around the person box")
 
 

@@ -59,11 +59,13 @@ def unmirror(name: str, values: np.ndarray, permutation: Sequence[int]) -> np.nd
 
 
 def merge_mirrored(outputs: dict[str, np.ndarray], permutation: Sequence[int],
-                   output_kind: str = "heatmaps") -> dict[str, np.ndarray]:
+                   output_kind: str = "heatmaps", refine: str = "taylor",
+                   sigma: float = HEATMAP_SIGMA) -> dict[str, np.ndarray]:
     """Outputs of a ``with_mirrors`` batch → the averaged outputs of the original N crops.
 
     ``output_kind`` is the manifest's: for ``"heatmaps"`` every stage's maps are averaged
-    and decoded again; a coordinate regressor's points are averaged and its ``heatmaps``
+    and decoded again, as the graph decodes (``refine`` and ``sigma``: the manifest's
+    ``decoding``); a coordinate regressor's points are averaged and its ``heatmaps``
     rendered again at them (as the graph renders them).
     """
     merged = {}
@@ -73,7 +75,7 @@ def merge_mirrored(outputs: dict[str, np.ndarray], permutation: Sequence[int],
         merged[name] = ((values[:n] + mirrored) / 2).astype(values.dtype, copy=False)
     if output_kind == "heatmaps" and "stage_heatmaps" in merged:
         stages = merged["stage_heatmaps"]
-        decoded = decode_heatmaps(stages.reshape(-1, *stages.shape[2:])).reshape(*stages.shape[:3], 3)
+        decoded = decode_heatmaps(stages.reshape(-1, *stages.shape[2:]), refine, sigma).reshape(*stages.shape[:3], 3)
         merged["stage_keypoints"] = decoded[..., :2]
         merged["keypoints"] = decoded[:, -1, :, :2]
         merged["scores"] = decoded[:, -1, :, 2]

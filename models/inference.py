@@ -47,6 +47,10 @@ def flip_back(stage: torch.Tensor, output_kind: str) -> torch.Tensor:
 class InferenceGraph(nn.Module):
     """``flip_test``: also run the mirrored image and average (the usual test-time flip).
 
+    ``refine``, ``sigma``: how heatmaps are decoded (``models.heatmaps.decode_heatmaps``);
+    ``sigma`` is the training targets' width (``models.checkpoint.target_sigma``), which
+    the "dark" decoding blurs with.
+
     ``fp16``: run the network in half precision (a copy; the given model is untouched)
     while the input, the flip averaging and the decoding stay float32. The network is
     where half precision pays (tensor cores, half the memory traffic); the decode is a
@@ -55,13 +59,13 @@ class InferenceGraph(nn.Module):
     """
 
     def __init__(self, model: nn.Module, flip_test: bool = False, fp16: bool = False,
-                 refine: str = "taylor") -> None:
+                 refine: str = "dark", sigma: float = HEATMAP_SIGMA) -> None:
         super().__init__()
         self.model = copy.deepcopy(model).half() if fp16 else model
         self.output_kind: str = model.output_kind
         self.flip_test = flip_test
         self.fp16 = fp16
-        self.refine = refine  # sub-pixel step of the heatmap decoding (models.heatmaps)
+        self.refine, self.sigma = refine, sigma  # the heatmap decoding (models.heatmaps)
 
     def network(self, image: torch.Tensor) -> list[torch.Tensor]:
         if not self.fp16:
@@ -77,7 +81,7 @@ class InferenceGraph(nn.Module):
             side = image.shape[-1] // HEATMAP_STRIDE
             rendered = render_gaussians(stages[-1], side, side, HEATMAP_SIGMA)
             return stages[-1], torch.stack(stages, 1), rendered
-        decoded = [decode_heatmaps(h, self.refine) for h in stages]
+        decoded = [decode_heatmaps(h, self.refine, self.sigma) for h in stages]
         stage_kp = torch.stack([d[..., :2] for d in decoded], 1)
         return (decoded[-1][..., :2], stage_kp, decoded[-1][..., 2], stages[-1],
                 torch.stack(stages, 1))

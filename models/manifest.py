@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from models.heatmap_codec import HEATMAP_SIGMA
+
 # File names only: a manifest can never point the server at a path outside its directory.
 FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.onnx$"
 MODEL_ID = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -56,6 +58,20 @@ class OutputSpec(_Strict):
     description: str
 
 
+class HeatmapDecoding(_Strict):
+    """How a heatmap graph turns its maps into points (``models.heatmap_codec.decode_heatmaps``).
+    The service decodes the averaged maps of a flipped pair the same way, so a request with
+    ``flip=true`` is decoded as the graph decodes."""
+
+    refine: Literal["dark", "taylor", "quarter"]
+    sigma: float = Field(HEATMAP_SIGMA, gt=0, le=16,
+                         description="the blur's width in heatmap cells (dark: the training targets' width)")
+
+
+# Heatmap graphs exported before their manifests named a decoding: per-axis Taylor on the raw maps.
+LEGACY_DECODING = HeatmapDecoding(refine="taylor")
+
+
 class Artifact(_Strict):
     """What every served graph's manifest has: identity, file, checksum, provider needs."""
 
@@ -93,6 +109,8 @@ class PoseManifest(Artifact):
     keypoints: list[str] = Field(min_length=1)
     skeleton: list[tuple[int, int]]
     flip_permutation: list[int]
+    decoding: HeatmapDecoding | None = Field(
+        None, description="heatmap models: how the graph decodes its maps (none: a coordinate regressor)")
     pretrained: str | None = Field(None, description="what was initialised from pretrained weights")
     licence_file: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
                                      description="the pretrained weights' licence, a file beside the ONNX")
@@ -105,6 +123,11 @@ class PoseManifest(Artifact):
     precision: str | None = None
     quantization: str | None = None
     int8_decision: dict[str, Any] | None = None
+
+    @property
+    def heatmap_decoding(self) -> HeatmapDecoding:
+        """The graph's decoding; a heatmap manifest without one predates the field (Taylor)."""
+        return self.decoding or LEGACY_DECODING
 
     def variant_of(self, variant: Literal["int8", "fp16"], onnx_path: Path, **changes: Any) -> PoseManifest:
         """This manifest as the ``variant`` graph at ``onnx_path``: own id, file, sha256."""

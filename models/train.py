@@ -75,9 +75,10 @@ def pose_loss(loss: LossKind, outputs: list[torch.Tensor], joints: torch.Tensor,
 
 @torch.no_grad()
 def evaluate_split(model: nn.Module, split: CachedSplit, size: int, mean: tuple[float, ...],
-                   std: tuple[float, ...], batch: int = 64) -> dict:
-    """PCK@0.2 per stage on a cached split (centre crops, no augmentation)."""
-    graph = InferenceGraph(model).eval()
+                   std: tuple[float, ...], batch: int = 64, sigma: float = HEATMAP_SIGMA) -> dict:
+    """PCK@0.2 per stage on a cached split (centre crops, no augmentation), decoded as the
+    release will decode (``sigma``: the targets' width)."""
+    graph = InferenceGraph(model, sigma=sigma).eval()
     rng = np.random.default_rng(0)
     stages, gts, valids = [], [], []
     for start in range(0, len(split), batch):
@@ -222,7 +223,7 @@ def train(args: argparse.Namespace) -> Path:
         metrics = {"epoch": state["epoch"], "elapsed_min": round(state["elapsed"] / 60, 2),
                    "paused_min": round(clock.paused / 60, 2),
                    "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
-                   **{f"{name}_pck_per_stage": evaluate_split(model, split, size, mean, std)["pck"]
+                   **{f"{name}_pck_per_stage": evaluate_split(model, split, size, mean, std, sigma=args.sigma)["pck"]
                       for name, split in val_splits.items()}}
         log.write(json.dumps(metrics) + "\n")
         log.flush()

@@ -37,7 +37,7 @@ def tiny_checkpoint(name: str):
     from models.checkpoint import Checkpoint
     from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-    return Checkpoint(tiny_model(name), {"model": name, "input_size": TEST_INPUT,
+    return Checkpoint(tiny_model(name), {"model": name, "input_size": TEST_INPUT, "sigma": 2.0,
                                          "arch": {**TINY[name], "num_keypoints": tiny_model(name).num_keypoints}},
                       IMAGENET_MEAN, IMAGENET_STD, {"epoch": 0, "elapsed": 0})
 

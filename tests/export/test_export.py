@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from export.onnx_export import OPSET, PARITY_TOLERANCE, check_parity, export_model, main, refuse_shipped
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint, target_sigma
 from models.keypoints import KEYPOINT_NAMES
 from models.manifest import PoseManifest, load_manifest, sha256_file
 from models.runtime import create_session
@@ -23,7 +23,9 @@ def test_exported_graph_is_valid_and_matches_pytorch(model_dir, name):
     graph = onnx.load(str(path))
     assert graph.opset_import[0].version >= 17
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
-    assert check_parity(tiny_model(name), path, TEST_INPUT, batches=(1, 5), seed=7) <= PARITY_TOLERANCE
+    decoding = load_manifest(path.with_suffix(".json")).heatmap_decoding  # the graph decodes as its manifest says
+    assert check_parity(tiny_model(name), path, TEST_INPUT, batches=(1, 5), seed=7,
+                        refine=decoding.refine, sigma=decoding.sigma) <= PARITY_TOLERANCE
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -36,6 +38,10 @@ def test_manifest_describes_the_graph(model_dir, name):
     assert manifest.input.size == TEST_INPUT and manifest.input.mean == MEAN
     assert manifest.params == sum(p.numel() for p in tiny_model(name).parameters())
     assert manifest.flops > 0
+    # heatmap graphs name their decoding, with the width the checkpoint was trained to
+    expected = ({"refine": "dark", "sigma": target_sigma(tiny_checkpoint(name))}
+                if manifest.output_kind == "heatmaps" else None)
+    assert (manifest.decoding and manifest.decoding.model_dump()) == expected
     assert manifest.heatmap_source == ("rendered" if name in ("deeppose", "ief") else "predicted")
     session = create_session(model_dir / f"{name}.onnx")
     assert [o.name for o in session.get_outputs()] == list(manifest.outputs)
@@ -50,7 +56,7 @@ def test_parity_check_catches_a_different_model(model_dir):
     with torch.no_grad():
         other.heads[-1].bias.add_(0.5)
     with pytest.raises(AssertionError):
-        assert check_parity(other, model_dir / "hourglass.onnx", TEST_INPUT) <= PARITY_TOLERANCE
+        assert check_parity(other, model_dir / "hourglass.onnx", TEST_INPUT, sigma=2.0) <= PARITY_TOLERANCE
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -207,7 +213,8 @@ def test_fp16_variant_runs_the_network_in_half_and_keeps_float32_io(tmp_path, na
     weights = [t for t in graph.initializer if len(t.dims) == 4]  # conv kernels
     assert weights and all(t.data_type == float16 for t in weights)
     assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*graph.input, *graph.output])
-    assert check_parity(ckpt.model, path, TEST_INPUT, flip_test=True, min_agreement=0.9) <= FP16_PARITY_TOLERANCE
+    assert check_parity(ckpt.model, path, TEST_INPUT, flip_test=True, min_agreement=0.9,
+                        sigma=target_sigma(ckpt)) <= FP16_PARITY_TOLERANCE
     # the source model is untouched: still float32, still matches the float32 export
     assert next(ckpt.model.parameters()).dtype == torch.float32
 
@@ -237,7 +244,7 @@ def test_fp16_release_exports_from_the_run_it_releases(tmp_path, monkeypatch):
     rows = release.release_fp16(onnx_dir, None, tmp_path, ["cpm"], tmp_path / "runs")
     assert rows[-1].startswith("| cpm |") and rows[-1].endswith("| yes |")
     fp16 = onnx_dir / "cpm-fp16.onnx"
-    assert check_parity(ckpt.model, fp16, TEST_INPUT, flip_test=True, min_agreement=0.9) < 0.05
+    assert check_parity(ckpt.model, fp16, TEST_INPUT, flip_test=True, min_agreement=0.9, sigma=target_sigma(ckpt)) < 0.05
 
 
 def test_an_fp16_variant_failing_parity_is_not_shipped_and_the_release_goes_on(tmp_path, monkeypatch):

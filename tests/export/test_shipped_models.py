@@ -88,14 +88,17 @@ def test_released_weights_are_the_shipped_graph(weights):
     """The PyTorch weights a fine-tuning run starts from export to exactly the served ONNX."""
     pytest.importorskip("torch")
     from export.onnx_export import PARITY_TOLERANCE, check_parity
-    from models.checkpoint import load_checkpoint
+    from models.checkpoint import load_checkpoint, target_sigma
 
     ckpt = load_checkpoint(weights)
     m = manifest(weights.stem)
     assert ckpt.optimizer is None and ckpt.input_size == m.input.size
     assert tuple(ckpt.mean) == m.input.mean and m.training["epochs"] == ckpt.state["epoch"]
-    assert check_parity(ckpt.model, DEFAULT_MODEL_DIR / m.onnx, m.input.size, batches=(2,),
-                        flip_test=m.flip_test) <= PARITY_TOLERANCE
+    decoding = m.heatmap_decoding
+    if m.output_kind == "heatmaps":  # decoded with the width the weights were trained to
+        assert m.decoding is not None and m.decoding.sigma == target_sigma(ckpt)
+    assert check_parity(ckpt.model, DEFAULT_MODEL_DIR / m.onnx, m.input.size, batches=(2,), flip_test=m.flip_test,
+                        refine=decoding.refine, sigma=decoding.sigma) <= PARITY_TOLERANCE
 
 
 def test_models_from_a_pretrained_trunk_ship_its_licence_and_name_it():

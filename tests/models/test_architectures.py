@@ -127,6 +127,30 @@ def test_taylor_refinement_is_exact_on_gaussians_where_the_quarter_step_is_not()
     assert torch.isfinite(out).all() and ((out[..., :2] * 8 - centres).abs() <= 0.5 + 1e-5).all()
 
 
+def test_dark_decoding_reads_a_noisy_peak_where_taylor_does_not():
+    """A network's peak is a Gaussian with noise on it. Blurred with the targets' width
+    before the Newton step ("dark"), the noise averages out; the raw maps' parabola
+    ("taylor") chases it. Both are exact on a clean Gaussian."""
+    torch.manual_seed(3)
+    pts = torch.rand(8, NUM_KEYPOINTS, 2) * 0.6 + 0.2
+    maps = render_gaussians(pts, 48, 48, sigma=2.0)
+    for refine in ("dark", "taylor"):
+        assert (decode_heatmaps(maps, refine, 2.0)[..., :2] - pts).abs().max() * 48 < 1e-3  # in cells
+    noisy = maps + 0.1 * torch.randn(maps.shape)
+    error = {r: ((decode_heatmaps(noisy, r, 2.0)[..., :2] - pts).norm(dim=-1) * 48).mean() for r in ("dark", "taylor")}
+    assert error["dark"] < 0.15 < 0.3 < error["taylor"]
+    assert torch.equal(decode_heatmaps(noisy, "dark", 2.0)[..., 2], noisy.flatten(2).max(2).values)  # the raw peak
+    # flat, negative or random maps: finite, and never more than a cell from the peak
+    odd = torch.cat([torch.zeros(1, NUM_KEYPOINTS, 8, 8), -torch.rand(1, NUM_KEYPOINTS, 8, 8),
+                     torch.rand(1, NUM_KEYPOINTS, 8, 8)])
+    out = decode_heatmaps(odd, "dark", 2.0)
+    peak = odd.reshape(3, NUM_KEYPOINTS, -1).argmax(-1)
+    centres = torch.stack([peak % 8, peak // 8], -1).float() + 0.5
+    assert torch.isfinite(out).all() and ((out[..., :2] * 8 - centres).abs() <= 1 + 1e-5).all()
+    with pytest.raises(ValueError, match="refine"):
+        decode_heatmaps(maps, "soft")
+
+
 def test_rendered_maps_hold_no_subnormal_floats():
     """A convolution reading subnormal inputs ran >10x slower on an x86 CPU (IEF's first
     layer reads the maps it renders): the tails must be exact zeros instead."""

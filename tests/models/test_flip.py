@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.flip import merge_mirrored, unmirror, with_mirrors
-from models.heatmap_codec import HEATMAP_SIGMA, decode_heatmaps, render_gaussians
+from models.heatmap_codec import HEATMAP_SIGMA, REFINEMENTS, decode_heatmaps, render_gaussians
 from models.keypoints import FLIP_PERMUTATION
 
 
@@ -52,7 +52,31 @@ def test_numpy_coding_equals_the_graphs():
     peaks = graph_render(points, 24, 24, 1.5)
     for maps in (torch.rand(4, 19, 24, 24, generator=g), peaks + 0.01 * torch.rand(4, 19, 24, 24, generator=g),
                  -torch.rand(2, 19, 24, 24, generator=g)):
-        np.testing.assert_allclose(decode_heatmaps(maps.numpy()), graph_decode(maps).numpy(), atol=1e-5)
+        for refine in REFINEMENTS:
+            for sigma in (1.0, 2.0):
+                np.testing.assert_allclose(decode_heatmaps(maps.numpy(), refine, sigma),
+                                           graph_decode(maps, refine, sigma).numpy(), atol=1e-5, err_msg=refine)
+
+
+def test_dark_blurs_the_peaks_neighbourhood_as_a_whole_map_blur_would():
+    """The decoding blurs only the 3×3 cells it reads (a window between band matrices); those
+    are the cells a blur of the whole map, zeros beyond its border, would give: at the
+    centre, an edge and the corners."""
+    from models.heatmap_codec import blur_band, blur_taps, peak_window
+
+    maps = np.random.default_rng(0).random((2, 19, 20, 20), dtype=np.float32)
+    taps = blur_taps(2.0)
+    full = maps
+    for axis in (-1, -2):  # "same": zeros beyond the border, the odd kernel centred
+        full = np.apply_along_axis(lambda v: np.convolve(v, taps, mode="same"), axis, full)
+    band = blur_band(2.0)
+    for x0, y0 in [(9, 11), (0, 0), (19, 19), (1, 18), (0, 10)]:
+        x, y = np.full((2, 19), x0), np.full((2, 19), y0)
+        near = band @ peak_window(maps.reshape(2, 19, -1), x, y, 20, 20, band.shape[1] // 2) @ band.T
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if 0 <= y0 + dy < 20 and 0 <= x0 + dx < 20:
+                    np.testing.assert_allclose(near[..., 1 + dy, 1 + dx], full[..., y0 + dy, x0 + dx], atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["hourglass", "deeppose"])
