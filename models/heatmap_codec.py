@@ -35,9 +35,10 @@ def render_gaussians(coords: np.ndarray, height: int, width: int, sigma: float) 
     return (np.exp(-np.minimum(exponent, GAUSSIAN_TAIL)) * (exponent < GAUSSIAN_TAIL)).astype(np.float32)
 
 
-# How a heatmap graph turns its maps into points (``refine``): "dark" (the default) blurs
-# the maps with the training targets' Gaussian first; "taylor" and "quarter" read the raw
-# maps (older graphs, ``poseserve eval --refine``). Their manifests say which.
+# How a heatmap graph turns its maps into points (``refine``): "dark" (what graphs are
+# exported with) blurs the maps with the training targets' Gaussian first; "taylor" (graphs
+# whose manifests name no decoding) and "quarter" read the raw maps. The manifest's
+# ``decoding`` says which; ``poseserve eval --refine`` compares them on a checkpoint.
 REFINEMENTS = ("dark", "taylor", "quarter")
 # The blur's radius in sigmas: 11 taps at sigma 2, the kernel of Zhang et al.'s DARK.
 BLUR_RADIUS = 2.5
