@@ -63,8 +63,9 @@ def test_heatmap_affine_maps_the_peak_cell_onto_the_keypoint(client):
     for k, kp in enumerate(body["keypoints"]):
         row, col = np.unravel_index(maps[k].argmax(), maps[k].shape)
         x, y = a @ np.array([col, row, 1.0])
-        # the sub-pixel refinement moves a keypoint at most half a cell from its peak cell
-        assert abs(x - kp["x"]) <= 0.5 * cell + 1e-6 and abs(y - kp["y"]) <= 0.5 * cell + 1e-6
+        # the sub-cell step (DARK's, clamped to a cell) moves a keypoint at most a cell from its
+        # peak cell; the answer's coordinates are rounded to 0.01 px
+        assert abs(x - kp["x"]) <= cell + 0.01 and abs(y - kp["y"]) <= cell + 0.01
 
 
 def test_png_heatmaps_decode_to_the_array_values(client):
