@@ -189,14 +189,15 @@ def export_model(ckpt: Checkpoint, out_dir: Path, flip_test: bool = False, fp16:
     # Written beside its final name and moved there only once parity holds: a graph that
     # fails leaves the one already in ``out_dir`` (the shipped one, in a release) untouched.
     staged = out_dir / f".{name}.onnx.partial"
+    sigma = target_sigma(ckpt)  # the graph's decoding and the parity check's reference alike
     try:
-        export_onnx(ckpt.model, staged, size, flip_test, fp16, sigma=target_sigma(ckpt))
+        export_onnx(ckpt.model, staged, size, flip_test, fp16, sigma=sigma)
         # fp16 on random-noise inputs flips near-tie argmaxes often (without the flip's averaging,
         # a fifth of them): only its continuous outputs are held to a tolerance here, and the
         # release measures its real PCK drop on photos, which is what decides whether it ships.
         try:
             parity = check_parity(ckpt.model, staged, size, flip_test=flip_test, min_agreement=0.0 if fp16 else 0.99,
-                                  sigma=target_sigma(ckpt),
+                                  sigma=sigma,
                                   decoded_tolerance=0.25 * HEATMAP_STRIDE / size if fp16 else 1e-3)
         except AssertionError as exc:
             raise ParityError(f"{name}: {exc}") from None

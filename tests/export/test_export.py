@@ -56,7 +56,9 @@ def test_parity_check_catches_a_different_model(model_dir):
     with torch.no_grad():
         other.heads[-1].bias.add_(0.5)
     with pytest.raises(AssertionError):
-        assert check_parity(other, model_dir / "hourglass.onnx", TEST_INPUT, sigma=2.0) <= PARITY_TOLERANCE
+        decoding = load_manifest(model_dir / "hourglass.json").heatmap_decoding
+        assert check_parity(other, model_dir / "hourglass.onnx", TEST_INPUT, refine=decoding.refine,
+                            sigma=decoding.sigma) <= PARITY_TOLERANCE
 
 
 def test_checkpoint_round_trip(tmp_path):
