@@ -108,6 +108,51 @@ def grow_keypoints(ckpt: Checkpoint, k: int) -> Checkpoint:
     return Checkpoint(grown.eval(), config, ckpt.mean, ckpt.std, dict(ckpt.state), None)
 
 
+def _widen_tensor(old: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+    """``old`` in the leading corner of ``init``'s shape: new output rows (axis 0) keep the
+    fresh initialisation, new input columns (axis 1 of a weight) are zero."""
+    if old.shape == init.shape:
+        return old
+    if old.dim() != init.dim() or any(o > n for o, n in zip(old.shape, init.shape)):
+        raise ValueError(f"{tuple(old.shape)} cannot widen into {tuple(init.shape)}")
+    out = init.clone()
+    if out.dim() > 1:
+        out[:, old.shape[1]:] = 0
+    out[tuple(slice(0, n) for n in old.shape)] = old
+    return out
+
+
+@torch.no_grad()
+def widen(ckpt: Checkpoint, width: int) -> Checkpoint:
+    """The same trained network with ``width`` features where it had fewer (Net2Net's
+    function-preserving growth, with zeros rather than copies).
+
+    Every trained weight keeps its place; a new channel's filters start as the fresh
+    model's, and every filter that reads a new channel reads it with zero weight, so the
+    wider network computes, before any training, exactly what the narrower one did, and
+    a fine-tune starts from the release's accuracy instead of from scratch. That holds
+    where channels flow layer to layer (the hourglass; DeepPose and IEF, whose flattened
+    maps keep the new channels last) and not where a widened block is concatenated with
+    another (Tompson's two resolutions, CPM's features beside its beliefs): the new
+    channels would land inside the old layout. It is checked on a random input; a
+    network it does not hold for gets a ValueError.
+    """
+    options = {**builder_options(ckpt.config), "width": width}
+    wide = build_model(ckpt.arch_id, input_size=ckpt.input_size, **options)
+    old_state = ckpt.model.state_dict()
+    if all(old_state[k].shape == v.shape for k, v in wide.state_dict().items()):
+        return ckpt
+    wide.load_state_dict({name: _widen_tensor(old_state[name], fresh)
+                          for name, fresh in wide.state_dict().items()})
+    x = torch.rand(1, 3, ckpt.input_size, ckpt.input_size, generator=torch.Generator().manual_seed(0))
+    before, after = ckpt.model.eval()(x), wide.eval()(x)
+    for b, a in zip(before, after):
+        if not torch.allclose(b, a, atol=1e-4, rtol=1e-4):
+            raise ValueError(f"{ckpt.arch_id} cannot be widened to {width} without changing what it computes")
+    config = {**ckpt.config, "width": width, "arch": options}
+    return Checkpoint(wide, config, ckpt.mean, ckpt.std, dict(ckpt.state), None)
+
+
 @torch.no_grad()
 def at_input_size(ckpt: Checkpoint, size: int) -> Checkpoint:
     """The same trained network, rebuilt for ``size`` px crops (to fine-tune at a new resolution).

@@ -25,7 +25,7 @@ from models.architectures import ARCHITECTURES, build_model
 from models.architectures.registry import LossKind
 from models.backbone import (PRETRAINED_MEAN, PRETRAINED_STD, TRUNKS, MobileNetV2Trunk, load_pretrained,
                              pretrained_description)
-from models.checkpoint import (Checkpoint, at_input_size, grow_keypoints, load_checkpoint, run_checkpoint,
+from models.checkpoint import (Checkpoint, at_input_size, grow_keypoints, load_checkpoint, run_checkpoint, widen,
                               save_checkpoint)
 from models.data import CachedSplit, describe_cache, epoch_order, make_batch
 from models.distill import Targets, Teacher
@@ -120,8 +120,10 @@ def _start(args: argparse.Namespace, ckpt_path: Path) -> Checkpoint:
         ckpt = grow_keypoints(load_checkpoint(args.init), NUM_KEYPOINTS)
         if args.input_size:
             ckpt = at_input_size(ckpt, args.input_size)
+        if args.width:
+            ckpt = widen(ckpt, args.width)
         print(f"fine-tuning from {args.init} (its architecture options and normalisation, "
-              f"{NUM_KEYPOINTS} joints, {ckpt.input_size} px)")
+              f"{NUM_KEYPOINTS} joints, {ckpt.input_size} px, width {ckpt.config['arch'].get('width', 'default')})")
         ckpt.config = {**ckpt.config, "init": str(args.init)}
         ckpt.state, ckpt.optimizer = {"epoch": 0, "elapsed": 0.0, "step": 0}, None
         return ckpt
@@ -241,7 +243,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, default=None,
                    help=f"crop size in px; a fresh model: default {DEFAULT_INPUT_SIZE}; with --init: "
                         "default the weights' own, another size only for fully convolutional models")
-    p.add_argument("--width", type=int, default=0, help="0 = the builder's default")
+    p.add_argument("--width", type=int, default=0,
+                   help="0 = the builder's default; with --init: widen the released network to it "
+                        "(function-preserving: new channels start silent)")
     p.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE",
                    help="builder option for a fresh model, e.g. stacks=1 (repeatable)")
     p.add_argument("--sigma", type=float, default=HEATMAP_SIGMA,

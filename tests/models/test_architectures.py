@@ -376,6 +376,37 @@ def test_growing_14_joints_to_19_keeps_the_first_14_predictions(name):
         assert torch.allclose(a, b[:, :14], atol=1e-5), f"{name}: the first 14 joints moved"
 
 
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_widening_keeps_what_the_network_computes(name):
+    """A released network widened (more features) predicts, before any training, exactly
+    what it did: its weights keep their places and new channels are read with zero
+    weight. Where a block's channels are concatenated with another's, that cannot hold,
+    and widening refuses rather than fine-tuning from a different network."""
+    from models.checkpoint import widen
+    from tests.helpers import TINY, tiny_checkpoint
+
+    ckpt = tiny_checkpoint(name)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in ckpt.model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    width = 2 * TINY[name]["width"]
+    if name in {"cpm", "tompson"}:
+        with pytest.raises(ValueError, match="cannot be widened"):
+            widen(ckpt, width)
+        return
+    wide = widen(ckpt, width)
+    assert wide.config["arch"]["width"] == width and ckpt.config["arch"]["width"] == width // 2
+    assert sum(p.numel() for p in wide.model.parameters()) > sum(p.numel() for p in ckpt.model.parameters())
+    x = torch.randn(2, 3, TEST_INPUT, TEST_INPUT)
+    with torch.no_grad():
+        before, after = ckpt.model.eval()(x), wide.model.eval()(x)
+    for a, b in zip(before, after, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert widen(wide, width) is wide  # already that wide: nothing to do
+
+
 def test_a_checkpoint_without_a_joint_count_is_an_lsp_14_model(tmp_path):
     """Checkpoints written before the face points have no num_keypoints: they load as 14;
     a saved checkpoint always records its count."""
