@@ -80,6 +80,11 @@ LEVERS: dict[str, Lever] = {
     "pose-jitter": Lever("the released weights fine-tuned as usual vs with Gaussian noise (std 0.05 crop "
                          "widths) on the starting pose, so the corrector must read the pose (IEF)",
                          (Arm("usual", FINE_TUNE), Arm("+ pose jitter", (*FINE_TUNE, "--pose-jitter", "0.05")))),
+    # Capacity: the released network widened in place (``models.checkpoint.widen``: it
+    # starts computing exactly what the release does), against the release as it is.
+    "width": Lever("the released weights fine-tuned at their width vs widened to 128 features "
+                   "(hourglass: the top-down half and the later stack; the trunk is unchanged)",
+                   (Arm("released width", FINE_TUNE), Arm("width 128", (*FINE_TUNE, "--width", "128")))),
 }
 
 

@@ -14,7 +14,7 @@ from models.levers import LEVERS, finished, parse_train_args, section, train_arg
                                                ("partial-bodies", {"half_body", "occlusion"}),
                                                ("finetune-size", {"input_size"}),
                                                ("distill", {"teacher"}), ("coco-share", {"coco_share"}),
-                                               ("aspect", {"aspect"})])
+                                               ("aspect", {"aspect"}), ("width", {"width"})])
 def test_the_arms_differ_in_the_lever_only(name, lever_dests, tmp_path):
     lever = LEVERS[name]
     a, b = (vars(parse_train_args(train_argv("hourglass", Path("c.npz"), tmp_path, 15, 2, arm)))
@@ -24,7 +24,7 @@ def test_the_arms_differ_in_the_lever_only(name, lever_dests, tmp_path):
     assert a["minutes"] == b["minutes"] == 15 and a["restart"] and a["seed"] == b["seed"]
 
 
-@pytest.mark.parametrize("name", ["partial-bodies", "finetune-size", "distill", "coco-share", "aspect"])
+@pytest.mark.parametrize("name", ["partial-bodies", "finetune-size", "distill", "coco-share", "aspect", "width"])
 def test_a_fine_tuning_lever_starts_both_arms_from_the_models_release(name, tmp_path):
     for arm in LEVERS[name].arms:
         args = parse_train_args(train_argv("cpm", Path("c.npz"), tmp_path, 15, 2, arm))
