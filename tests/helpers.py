@@ -42,6 +42,21 @@ def tiny_checkpoint(name: str):
                       IMAGENET_MEAN, IMAGENET_STD, {"epoch": 0, "elapsed": 0})
 
 
+def fake_cache(path: Path, n: int = 40, size: int = 40) -> Path:
+    """A crop cache (``poseserve cache``'s format) of ``n`` random crops with random joints;
+    LSP-like labels: the face points are missing."""
+    from models.data import write_cache
+    from models.keypoints import NUM_KEYPOINTS
+
+    rng = np.random.default_rng(0)
+    joints = rng.uniform(0.3, 0.7, (n, NUM_KEYPOINTS, 2)).astype(np.float32)
+    valid = np.ones((n, NUM_KEYPOINTS), bool)
+    valid[:, 14:] = False
+    arrays = {f"{s}_{k}": v for s in ("train", "val") for k, v in
+              (("images", rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)), ("joints", joints),
+               ("valid", valid))}
+    return write_cache(path, arrays)
+
 SHIPPED = ROOT / "models" / "onnx"
 
 

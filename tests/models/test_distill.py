@@ -10,11 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.checkpoint import save_checkpoint  # noqa: E402
-from models.data import write_cache  # noqa: E402
 from models.distill import Targets, Teacher  # noqa: E402
 from models.keypoints import NUM_KEYPOINTS  # noqa: E402
 from models.train import pose_loss  # noqa: E402
-from tests.helpers import TEST_INPUT, tiny_checkpoint  # noqa: E402
+from tests.helpers import TEST_INPUT, fake_cache, tiny_checkpoint  # noqa: E402
 
 
 def targets(alpha: float = 0.5, k: int = 3, side: int = 8) -> Targets:
@@ -79,17 +78,6 @@ def test_a_teacher_must_be_a_compatible_heatmap_model(tmp_path):
     # a student at another crop size: the teacher still sees the crop at its own size
     bigger = teacher(torch.rand(2, 3, 2 * TEST_INPUT, 2 * TEST_INPUT))
     assert bigger.heatmaps.shape == out.heatmaps.shape
-
-
-def fake_cache(path, n: int = 40, size: int = 40):
-    rng = np.random.default_rng(0)
-    joints = rng.uniform(0.3, 0.7, (n, NUM_KEYPOINTS, 2)).astype(np.float32)
-    valid = np.ones((n, NUM_KEYPOINTS), bool)
-    valid[:, 14:] = False  # LSP-like: no face points, for the teacher to fill
-    arrays = {f"{s}_{k}": v for s in ("train", "val") for k, v in
-              (("images", rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)), ("joints", joints),
-               ("valid", valid))}
-    return write_cache(path, arrays)
 
 
 def test_a_distilled_run_trains_and_records_its_teacher(tmp_path):

@@ -29,3 +29,25 @@ def test_the_zero_prediction_loss_grows_with_the_target_width():
     exact = [torch.exp(-((torch.arange(32) + 0.5 - 16) ** 2).view(1, 32) / 8
                        - ((torch.arange(32) + 0.5 - 16) ** 2).view(32, 1) / 8).expand(2, 14, 32, 32)]
     assert pose_loss("heatmap", exact, joints, valid, sigma=2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_widened_fine_tune_trains_and_reloads_at_its_new_width(tmp_path):
+    """``--init`` with ``--width``: the run starts from the release widened, trains, and its
+    checkpoint rebuilds the wider network."""
+    import argparse
+
+    from models import train
+    from models.checkpoint import load_checkpoint, save_checkpoint
+    from tests.helpers import TINY, fake_cache, tiny_checkpoint
+
+    release = tmp_path / "hourglass.pt"
+    save_checkpoint(release, tiny_checkpoint("hourglass"))
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    wide = 2 * TINY["hourglass"]["width"]
+    args = parser.parse_args(["--model", "hourglass", "--init", str(release), "--width", str(wide),
+                              "--cache", str(fake_cache(tmp_path / "c.npz")), "--out", str(tmp_path / "runs"),
+                              "--batch", "8", "--max-epochs", "1"])
+    ckpt = load_checkpoint(train.train(args))
+    assert ckpt.state["epoch"] == 1 and ckpt.config["arch"]["width"] == wide
+    assert ckpt.model.heads[0].in_channels == wide
