@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,7 +51,9 @@ def categorise(stack: str) -> str:
 
 
 def record(pid: int, seconds: float, rate: int) -> tuple[subprocess.Popen, Path]:
-    spy = shutil.which("py-spy")
+    # The venv's own bin (where `pip install` put it) need not be on PATH when poseserve is
+    # run by its path, e.g. `.venv/bin/poseserve profile`.
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         raise SystemExit("py-spy not found: pip install -e '.[profile]'")
     out = Path(tempfile.mkdtemp()) / "samples.txt"
