@@ -21,4 +21,10 @@ def test_the_smallest_replica_answers_the_worst_requests_without_being_killed():
     assert [c["statuses"] for c in cases] == [{"200": n} for _, _, n in MEMORY_CASES], cases
     assert r["burst_default_path"]["ok"] == 40, r["burst_default_path"]
     assert not r["oom_killed"] and r["running"] and r["restarts"] == 0, r
-    assert r["cgroup_peak_mb"] < swarm.memory_mb * 0.75, r  # the headroom the limit was set with
+    # The headroom the limit was set with, on the server's own peak RSS. The cgroup's peak also
+    # counts the page cache of the files the server read, which the kernel reclaims before it
+    # kills anything and which varies from run to run (840-1026 MB over five runs of this test
+    # on one machine; in one, the server's RSS peaked at 856 MB while the cgroup's reached
+    # 1026), so it is held only under the limit itself.
+    assert r["memory_cases"]["peak_mb"] < swarm.memory_mb * 0.75, r["memory_cases"]
+    assert r["cgroup_peak_mb"] < swarm.memory_mb, r
