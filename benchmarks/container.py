@@ -147,6 +147,8 @@ def markdown(results: list[dict], image_mb: float, command: str) -> str:
                     f"{cases['peak_mb']} | {r['cgroup_peak_mb']} | {statuses} | {b['ok']}/{b['requests']} | "
                     f"{'**yes**' if r['oom_killed'] else 'no'} |")
     wheres = "\n".join(f"- {r['deployment']}: {r['where']}" for r in results)
+    cgroup_margin = min(memory_mb(r["memory"]) / r["cgroup_peak_mb"] for r in results)
+    rss_margin = min(memory_mb(r["memory"]) / r["memory_cases"]["peak_mb"] for r in results)
     return f"""# The serving image under its deployment limits ({dt.date.today().isoformat()})
 
 `{command}`: the image (`poseserve:latest`, {image_mb:.0f} MB) started as each deployment
@@ -166,9 +168,11 @@ once; then 200 default-path requests (detector, then pose) released at once.
 
 The cgroup peak is what the limit is measured against: the server's memory plus the
 page cache of the files it read and anything spooled to `/tmp` (the server's RSS counts
-the mapped model files too, so it can read higher). Each limit is at least 1.4× the
-measured peak: the worst cases come from the activations of a crowd's crops, run in
-chunks of `POSE_MAX_BATCH`, which do not shrink with the CPU quota.
+the mapped model files too, so it can read higher). Each limit is at least
+{cgroup_margin:.2f}× the measured cgroup peak and {rss_margin:.2f}× the server's RSS peak; the page
+cache varies from run to run and the kernel reclaims it before it kills anything. The worst
+cases come from the activations of a crowd's crops, run in chunks of `POSE_MAX_BATCH`,
+which do not shrink with the CPU quota.
 """
 
 
