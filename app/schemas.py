@@ -118,7 +118,11 @@ class ModelInfo(BaseModel):
     paper: str | None = None
     input_size: int
     output_kind: str
-    stages: int | None = None
+    stages: int | None = Field(None, description="stages/stacks/iterations the served graph runs "
+                                                "(with stages=true, an answer per stage)")
+    trained_stages: int | None = Field(None, description="stages the network was trained with: more than "
+                                                        "`stages` where the served graph ends early because "
+                                                        "the later ones measured no better (docs/early_exit.md)")
     keypoints: list[str] = Field(description="the joints this model predicts, by id")
     skeleton: list[list[int]] = Field(description="limbs as pairs of keypoint ids")
     coco_order: list[int | None] = Field(

@@ -21,7 +21,8 @@ from torch import nn
 
 from models.architectures import ARCHITECTURES
 from models.backbone import TRUNKS, licence_path, pretrained_description
-from models.checkpoint import Checkpoint, load_checkpoint, num_keypoints, run_checkpoint, target_sigma
+from models.checkpoint import (Checkpoint, first_stages, load_checkpoint, num_keypoints, run_checkpoint,
+                               target_sigma)
 from models.heatmaps import HEATMAP_SIGMA, HEATMAP_STRIDE
 from models.inference import InferenceGraph, output_names
 from models.keypoints import JointSet
@@ -150,7 +151,7 @@ def build_manifest(ckpt: Checkpoint, onnx_path: Path, parity: float, flip_test: 
         parity_max_abs_error=parity,
         training={"data": ckpt.config.get("data", "LSP im0001-im1000 + LSPET (last 300 held out for validation)"),
                   **{k: ckpt.config[k] for k in ("arch", "input_size", "batch", "lr", "minutes", "bf16",
-                                                 "cache", "init", "distilled_from", "coco_share")
+                                                 "cache", "init", "distilled_from", "coco_share", "trained_stages")
                      if ckpt.config.get(k) is not None},
                   "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
                   "train_minutes": round(ckpt.state.get("elapsed", 0) / 60, 1)})
@@ -230,6 +231,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (default runs/export; models/onnx needs --force)")
     p.add_argument("--flip-test", action="store_true",
                    help="average with the mirrored image's prediction (2x the compute)")
+    p.add_argument("--stages", type=int, default=0,
+                   help="end the graph after this many stages/stacks (an early exit: hourglass, CPM); "
+                        "0 = all")
     p.add_argument("--force", action="store_true", help="allow writing into models/onnx")
 
 
@@ -238,5 +242,6 @@ def main(args: argparse.Namespace) -> None:
     refuse_shipped(args.out, args.force)
     for arch_id in (ARCHITECTURES if args.model == "all" else (args.model,)):
         checkpoint = args.checkpoint or run_checkpoint(Path("runs"), arch_id)
-        m = export_model(load_checkpoint(checkpoint), args.out, flip_test=args.flip_test)
+        ckpt = load_checkpoint(checkpoint)
+        m = export_model(first_stages(ckpt, args.stages) if args.stages else ckpt, args.out, flip_test=args.flip_test)
         print(f"{arch_id}: {args.out / m.onnx} params={m.params} parity={m.parity_max_abs_error:.2e}")

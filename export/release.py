@@ -6,15 +6,21 @@
    later runs can resume or fine-tune from them (``poseserve train --init``),
 2. ``poseserve report``: evaluate every shipped model on the LSP test half and coco_dev,
    write the accuracy into its manifest and regenerate docs/accuracy.md with plots,
-3. int8: quantize each, evaluate it, time it against fp32 in the same process, and keep
+3. early exit (staged heatmap models: the hourglass's stacks, CPM's stages): where an
+   earlier stage of the full network is within ``MAX_EXIT_DROP`` of the last on LSP and on
+   coco_dev, export the network ending there, time both, and serve the shorter graph when
+   it is faster (measured again by the report); the decision goes into the manifest's
+   ``early_exit`` and docs/early_exit.md. The released weights stay the full network.
+4. int8: quantize each, evaluate it, time it against fp32 in the same process, and keep
    the variant only where the PCK@0.2 drop is ≤ 2 points *and* it is faster; the
    decision table goes to docs/int8.md.
-4. fp16 (for the CUDA provider): export the network in half precision, evaluate it, keep
+5. fp16 (for the CUDA provider): export the network in half precision, evaluate it, keep
    it where the drop is ≤ 1 point; docs/fp16.md.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +31,17 @@ from export import report
 from export.onnx_export import SHIPPED_DIR, ParityError, export_model, ship_trunk_licence
 from export.quantize import CALIBRATION_CROPS, calibration_crops, holdout_crops, quantize_int8
 from models.architectures import ARCHITECTURES
-from models.checkpoint import load_checkpoint, run_checkpoint, save_checkpoint
+from models.checkpoint import Checkpoint, first_stages, load_checkpoint, run_checkpoint, save_checkpoint
 from models.evaluate import evaluate, evaluate_coco
-from models.manifest import PoseManifest, load_manifest
+from models.manifest import EarlyExit, PoseManifest, load_manifest
 from models.runtime import create_session
 from models.train import RELEASED_WEIGHTS
 
 MAX_PCK_DROP = 0.02  # int8
 MAX_FP16_DROP = 0.01
+# An earlier exit may cost at most half a point of PCK@0.2 on each evaluation set: the
+# margin within which the service already prefers a faster int8 graph by default.
+MAX_EXIT_DROP = 0.005
 
 
 def p50_latency(path: Path, size: int, runs: int = 200) -> float:
@@ -46,6 +55,15 @@ def p50_latency(path: Path, size: int, runs: int = 200) -> float:
         session.run(None, x)
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def interleaved_p50(first: Path, second: Path, size: int, rounds: int = 3) -> tuple[float, float]:
+    """Both graphs' p50 (seconds), timed alternately so both see the same machine load."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(p50_latency(first, size))
+        b.append(p50_latency(second, size))
+    return float(np.median(a)), float(np.median(b))
 
 
 @dataclass
@@ -82,12 +100,8 @@ def measure_variant(fp32: Path, variant: Path, data: str | None, limit: int) -> 
             coco = evaluate_coco(manifest.id, data=data, onnx_path=variant)
         except FileNotFoundError:  # no coco_dev beside the data: LSP only
             pass
-    t32, tv = [], []
-    for _ in range(3):  # interleaved so both see the same machine load
-        t32.append(p50_latency(fp32, size))
-        tv.append(p50_latency(variant, size))
     return VariantMeasurement(result, manifest.accuracy["pck@0.2"], result["pck@0.2"],
-                              float(np.median(t32)), float(np.median(tv)), coco)
+                              *interleaved_p50(fp32, variant, size), coco)
 
 
 def decide(variant: Path, model_id: str, m: VariantMeasurement, ship: bool, rows: list[str],
@@ -156,8 +170,7 @@ def release_fp16(onnx_dir: Path, data: str | None, docs: Path, models: list[str]
         flip_test = load_manifest(fp32.with_suffix(".json")).flip_test
         fp16 = onnx_dir / f"{model_id}-fp16.onnx"
         try:
-            export_model(load_checkpoint(checkpoint_for(model_id, runs)), onnx_dir,
-                         flip_test=flip_test, fp16=True)
+            export_model(served_checkpoint(model_id, runs, onnx_dir), onnx_dir, flip_test=flip_test, fp16=True)
         except ParityError as error:  # not shipped; the release goes on with the others
             fp16.unlink(missing_ok=True)
             rows.append(f"| {model_id} | – | – | – | – | – | – | no: {error} |")
@@ -193,10 +206,84 @@ def checkpoint_for(model_id: str, runs: Path) -> Path:
     return run if run.exists() else RELEASED_WEIGHTS / f"{model_id}.pt"
 
 
+def served_checkpoint(model_id: str, runs: Path, onnx_dir: Path) -> Checkpoint:
+    """The network the shipped float32 graph computes: the checkpoint, ending where the
+    manifest's ``early_exit`` says (variants are built from it, so they end there too)."""
+    ckpt = load_checkpoint(checkpoint_for(model_id, runs))
+    manifest = load_manifest(onnx_dir / f"{model_id}.json")
+    return first_stages(ckpt, manifest.early_exit.stage) if manifest.early_exit else ckpt
+
+
+def exit_stage(per_stage: list[list[float]], max_drop: float = MAX_EXIT_DROP) -> int:
+    """The earliest stage (1-based) whose PCK is within ``max_drop`` of the last stage's on
+    every evaluation set (``per_stage``: one list per set, one value per stage)."""
+    stages = len(per_stage[0])
+    return next(k for k in range(1, stages + 1) if all(s[k - 1] >= s[-1] - max_drop for s in per_stage))
+
+
+EXIT_HEADER = ["| model | stages | LSP PCK@0.2 per stage | coco_dev PCK@0.2 per stage | served | "
+               "CPU p50 full ms | CPU p50 served ms | served ÷ full |", "|---|---|---|---|---|---|---|---|"]
+
+
+def exit_row(model_id: str, d: EarlyExit) -> str:
+    per = [" → ".join(f"{v:.3f}" for v in s) if s else "–" for s in (d.lsp_per_stage, d.coco_dev_per_stage)]
+    times = ((f"{d.p50_ms_full:.2f}", f"{d.p50_ms_exit:.2f}", f"{d.p50_ms_exit / d.p50_ms_full:.2f}×")
+             if d.p50_ms_full and d.p50_ms_exit else ("–", "–", "–"))
+    return f"| {model_id} | {d.of} | {per[0]} | {per[1]} | {d.stage} of {d.of} | " + " | ".join(times) + " |"
+
+
+def release_early_exit(args: argparse.Namespace, models: list[str]) -> list[str]:
+    """Step 3: end each staged model's served graph at the earliest stage that costs at
+    most ``MAX_EXIT_DROP`` on LSP and coco_dev (measured on the full graph by step 2), when
+    that graph is faster; the report measures the graphs that changed."""
+    rows = EXIT_HEADER + kept_rows(args.docs / "early_exit.md", models)
+    exited = []
+    for model_id in models:
+        if ARCHITECTURES[model_id].stage_option is None:
+            continue
+        path = args.onnx_dir / f"{model_id}.json"
+        manifest = load_manifest(path)
+        lsp = manifest.accuracy["per_stage_pck@0.2"]
+        coco = (manifest.accuracy.get("coco_dev") or {}).get("per_stage_pck@0.2")
+        decision = EarlyExit(stage=len(lsp), of=len(lsp), max_drop=MAX_EXIT_DROP, lsp_per_stage=lsp,
+                             coco_dev_per_stage=coco)
+        k = exit_stage([s for s in (lsp, coco) if s])
+        if k < len(lsp):
+            short = first_stages(load_checkpoint(checkpoint_for(model_id, args.runs)), k)
+            with tempfile.TemporaryDirectory() as tmp:
+                export_model(short, Path(tmp), flip_test=manifest.flip_test)
+                full_s, exit_s = interleaved_p50(args.onnx_dir / manifest.onnx, Path(tmp) / manifest.onnx,
+                                                 manifest.input.size)
+            decision.p50_ms_full, decision.p50_ms_exit = round(full_s * 1e3, 3), round(exit_s * 1e3, 3)
+            if exit_s < full_s:
+                manifest = export_model(short, args.onnx_dir, flip_test=manifest.flip_test)
+                decision.stage = k
+                exited.append(model_id)
+        manifest.early_exit = decision
+        manifest.save(path)
+        rows.append(exit_row(model_id, decision))
+        print(rows[-1], flush=True)
+    (args.docs / "early_exit.md").write_text(
+        "# Early exit: where each staged model's served graph ends\n\nDecided by `poseserve release` "
+        "(export/release.py) in one run: every stage of the hourglass and of CPM is supervised in training, "
+        "so the first stages alone are a complete network whose last output was trained to be the answer. "
+        "The full network is measured stage by stage (PCK@0.2 on the LSP test half and on coco_dev, through "
+        "the serving preprocessing); the served graph ends at the earliest stage within "
+        f"{100 * MAX_EXIT_DROP:.1f} points of the last stage on both, when that graph is faster (CPU p50 of "
+        "batch 1 with one onnxruntime thread, both graphs timed alternately). The released weights "
+        "(`models/weights/`) stay the full network; `poseserve export --stages N` writes any prefix.\n\n"
+        + "\n".join(rows) + "\n")
+    if exited:  # the served graphs changed: measure them (their int8/fp16 variants follow from them)
+        report.main(argparse.Namespace(onnx_dir=args.onnx_dir, runs=args.runs, data=args.data, out=args.docs,
+                                       limit=args.limit, models=exited))
+    return rows
+
+
 def main(args: argparse.Namespace) -> None:
     models = args.models or list(ARCHITECTURES)
     if not args.variants_only:
         release_fp32(args, models)
+        release_early_exit(args, models)
     if not args.skip_int8:
         release_int8(args.onnx_dir, args.cache, args.data, args.docs, models, args.limit)
     if not args.skip_fp16:

@@ -122,6 +122,16 @@ def example_grid(onnx_dir: Path, data: str | None, out: Path, images: tuple[int,
     canvas.save(out / "examples.png")
 
 
+def stage_cell(served: list[float], manifest: PoseManifest) -> str:
+    """PCK@0.2 after each stage of the network as trained; where the served graph ends
+    earlier (``early_exit``), the full network's stages measured by the release, and where
+    it ends."""
+    cut = manifest.early_exit
+    if cut is None or cut.stage == cut.of:
+        return " → ".join(f"{v:.3f}" for v in served)
+    return " → ".join(f"{v:.3f}" for v in cut.lsp_per_stage) + f" (serves {cut.stage})"
+
+
 def write_markdown(results: dict[str, dict], coco: dict[str, dict], manifests: dict[str, PoseManifest],
                    out: Path, peer: dict[str, dict] | None = None) -> None:
     """``manifests[m].accuracy["flip_test"]``, where measured, gives the *+ flip* columns."""
@@ -145,7 +155,7 @@ def write_markdown(results: dict[str, dict], coco: dict[str, dict], manifests: d
     for m, r in results.items():
         man = manifests[m]
         t = man.training or {}
-        stages = " → ".join(f"{v:.3f}" for v in r["per_stage_pck@0.2"])
+        stages = stage_cell(r["per_stage_pck@0.2"], man)
         speed = (f"{t['steps'] * t['batch'] / (t['train_minutes'] * 60):.0f}"
                  if t.get("steps") and t.get("batch") and t.get("train_minutes") else "?")
         data = str(t.get("data", "LSP + LSPET"))
@@ -163,6 +173,9 @@ def write_markdown(results: dict[str, dict], coco: dict[str, dict], manifests: d
                      f"– | {r['coco']['pck@0.2']:.3f} | – | – | – | – |")
     lines += ["", "Per-stage columns: DeepPose = stage 1, cascade stage 2; CPM = stages 1–3; IEF =",
               "mean pose y0, then after each of the 3 corrections; hourglass = stack 1, stack 2.",
+              "*(serves k)*: the served graph ends after stage k, the earliest within half a point of",
+              "the last on LSP and coco_dev, because it is faster (docs/early_exit.md); the row's other",
+              "numbers are the served graph's.",
               "The peer (MoveNet SinglePose Lightning v4 from `../shared/peers/`) goes through the same",
               "crops and PCK code; it predicts no neck or head top, so its 14-joint LSP figure counts",
               "those two as misses: compare *body 12*.", "",

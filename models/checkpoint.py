@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.architectures import build_model
+from models.architectures import ARCHITECTURES, build_model
 from models.heatmaps import HEATMAP_SIGMA
 from models.keypoints import NUM_LSP_KEYPOINTS
 
@@ -171,6 +171,47 @@ def at_input_size(ckpt: Checkpoint, size: int) -> Checkpoint:
                          "some weights' shapes depend on it") from err
     return Checkpoint(model.eval(), {**ckpt.config, "input_size": size}, ckpt.mean, ckpt.std,
                       dict(ckpt.state), None)
+
+
+def stage_count(ckpt: Checkpoint) -> int:
+    """How many stages/stacks the network returns an estimate after."""
+    x = torch.zeros(1, 3, ckpt.input_size, ckpt.input_size)
+    with torch.no_grad():
+        return len(ckpt.model.eval()(x))
+
+
+@torch.no_grad()
+def first_stages(ckpt: Checkpoint, stages: int) -> Checkpoint:
+    """The same trained network ending after its first ``stages`` stages (an early exit).
+
+    Where every stage is supervised (the hourglass's stacks, CPM's stages), the first
+    ones are a complete network whose last output was trained to be the answer; when a
+    later stage adds nothing measurable, serving can stop before it. Rebuilt with fewer
+    stages from the builder's own option (``Architecture.stage_option``), every kept
+    weight loaded, and checked on a random input to compute exactly the full network's
+    first ``stages`` outputs; an architecture without such an option, or a count outside
+    1 … its stages, gets a ValueError. The config keeps the count it was trained with
+    (``trained_stages``), so a release can say what was cut.
+    """
+    option = ARCHITECTURES[ckpt.arch_id].stage_option
+    total = stage_count(ckpt)
+    if option is None:
+        raise ValueError(f"{ckpt.arch_id} has no early exit: its stages are not a prefix of the network")
+    if not 1 <= stages <= total:
+        raise ValueError(f"{ckpt.arch_id} has {total} stages; cannot end after {stages}")
+    if stages == total:
+        return ckpt
+    options = {**builder_options(ckpt.config), option: stages}
+    short = build_model(ckpt.arch_id, input_size=ckpt.input_size, **options)
+    missing, _unused = short.load_state_dict(ckpt.model.state_dict(), strict=False)
+    if missing:
+        raise ValueError(f"{ckpt.arch_id} with {stages} stages needs weights the full network lacks: {missing[:3]}")
+    x = torch.rand(1, 3, ckpt.input_size, ckpt.input_size, generator=torch.Generator().manual_seed(0))
+    full, ends = ckpt.model.eval()(x), short.eval()(x)
+    if len(ends) != stages or not all(torch.allclose(a, b, atol=1e-5) for a, b in zip(full, ends)):
+        raise ValueError(f"{ckpt.arch_id}: the first {stages} stages alone do not compute what they do in the network")
+    config = {**ckpt.config, "arch": options, "trained_stages": ckpt.config.get("trained_stages", total)}
+    return Checkpoint(short, config, ckpt.mean, ckpt.std, dict(ckpt.state), None)
 
 
 def run_checkpoint(runs: Path, model_id: str) -> Path:

@@ -68,6 +68,20 @@ class HeatmapDecoding(_Strict):
                          description="the blur's width in heatmap cells (dark: the training targets' width)")
 
 
+class EarlyExit(_Strict):
+    """Where a staged network's served graph ends, decided by ``poseserve release`` from the
+    full network's measured per-stage accuracy: the earliest stage within ``max_drop`` of the
+    last on every evaluation set, served only when its graph is measured faster."""
+
+    stage: int = Field(ge=1, description="the served graph ends after this stage/stack")
+    of: int = Field(ge=1, description="stages the network was trained with")
+    max_drop: float = Field(ge=0, description="PCK@0.2 an earlier exit may cost on each set")
+    lsp_per_stage: list[float] = Field(description="the full network's LSP test PCK@0.2 after each stage")
+    coco_dev_per_stage: list[float] | None = Field(None, description="the same on coco_dev")
+    p50_ms_full: float | None = Field(None, description="CPU p50, batch 1, one thread: the full network")
+    p50_ms_exit: float | None = Field(None, description="the same, the graph ending at ``stage``")
+
+
 # Heatmap graphs exported before their manifests named a decoding: per-axis Taylor on the raw maps.
 LEGACY_DECODING = HeatmapDecoding(refine="taylor")
 
@@ -117,6 +131,7 @@ class PoseManifest(Artifact):
     parity_max_abs_error: float | None = None
     training: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
+    early_exit: EarlyExit | None = None
     # Reduced-precision variants:
     variant: Literal["int8", "fp16"] | None = None
     base_model: str | None = None

@@ -23,7 +23,8 @@ async def list_models(reg: RegistryDep, settings: SettingsDep) -> ModelsResponse
         man = m.manifest
         infos.append(ModelInfo(
             id=m.id, architecture=man.architecture, paper=man.paper, input_size=m.input_size,
-            output_kind=man.output_kind, stages=man.stages, keypoints=man.keypoints,
+            output_kind=man.output_kind, stages=man.stages,
+            trained_stages=man.early_exit.of if man.early_exit else man.stages, keypoints=man.keypoints,
             skeleton=[list(e) for e in man.skeleton], coco_order=m.coco_order, flip_test=flips(m, None, settings),
             params=man.params, flops=man.flops,
             accuracy=man.accuracy, providers=m.pool.providers))

@@ -60,7 +60,8 @@ class ConvolutionalPoseMachine(nn.Module):
         return beliefs
 
 
-@register("cpm", loss="heatmap", paper="Wei et al., Convolutional Pose Machines, CVPR 2016")
+@register("cpm", loss="heatmap", stage_option="stages",
+          paper="Wei et al., Convolutional Pose Machines, CVPR 2016")
 def cpm(input_size: int = 96, width: int = 32, stages: int = 3, backbone: str | None = None,
         **kwargs) -> ConvolutionalPoseMachine:
     """Builder: ``stages`` ≥ 2; ``width`` scales the trunk and every stage;

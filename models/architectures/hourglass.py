@@ -104,7 +104,7 @@ class StackedHourglass(nn.Module):
         return outputs
 
 
-@register("hourglass", loss="heatmap",
+@register("hourglass", loss="heatmap", stage_option="stacks",
           paper="Newell et al., Stacked Hourglass Networks for Human Pose Estimation, ECCV 2016")
 def hourglass(input_size: int = 128, width: int = 64, stacks: int = 2, depth: int = 3,
               backbone: str | None = None, **kwargs) -> StackedHourglass:

@@ -25,18 +25,23 @@ class Architecture:
     builder: Builder  # builder(input_size: int, **options) -> nn.Module
     paper: str
     loss: LossKind
+    # The builder option that counts the stages/stacks each returning an estimate, where a
+    # network built with fewer of them computes exactly the first ones (``first_stages``);
+    # None where later stages change earlier ones or share no such option.
+    stage_option: str | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
 
 
-def register(arch_id: str, paper: str, loss: LossKind) -> Callable[[Builder], Builder]:
-    """Decorator: ``@register("cpm", paper=..., loss="heatmap")`` on the builder function."""
+def register(arch_id: str, paper: str, loss: LossKind, stage_option: str | None = None
+             ) -> Callable[[Builder], Builder]:
+    """Decorator: ``@register("cpm", paper=..., loss="heatmap", stage_option="stages")`` on the builder."""
 
     def wrap(builder: Builder) -> Builder:
         if arch_id in ARCHITECTURES:
             raise ValueError(f"architecture {arch_id!r} registered twice")
-        ARCHITECTURES[arch_id] = Architecture(arch_id, builder, paper, loss)
+        ARCHITECTURES[arch_id] = Architecture(arch_id, builder, paper, loss, stage_option)
         return builder
 
     return wrap

@@ -337,3 +337,68 @@ def test_one_unusual_calibration_crop_does_not_set_an_activation_range(tmp_path)
     quantizers = {n.input[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
     scale = float(values[quantizers["b"].input[1]])  # the quantized activation read by the middle conv
     assert scale * 255 < 5 * typical  # plain MinMax: ≥ 100 × typical
+
+
+def test_export_with_stages_writes_the_early_exit_graph(tmp_path):
+    """``poseserve export --stages 1``: a graph and manifest of the first stack only, whose
+    answer is the full network's first stage."""
+    import argparse
+
+    ckpt = tiny_checkpoint("hourglass")
+    save_checkpoint(tmp_path / "ckpt.pt", ckpt)
+    main(argparse.Namespace(model="hourglass", checkpoint=tmp_path / "ckpt.pt", out=tmp_path / "out",
+                            flip_test=False, force=False, stages=1))
+    m = load_manifest(tmp_path / "out" / "hourglass.json")
+    assert m.stages == 1 and m.outputs["stage_heatmaps"].shape[1] == 1
+    x = np.random.default_rng(0).normal(size=(1, 3, TEST_INPUT, TEST_INPUT)).astype(np.float32)
+    got = create_session(tmp_path / "out" / "hourglass.onnx").run(["heatmaps"], {"image": x})[0]
+    with torch.no_grad():
+        first = ckpt.model(torch.from_numpy(x))[0].numpy()
+    assert np.abs(got - first).max() < 1e-4
+
+
+def test_the_earliest_stage_within_the_margin_on_every_set_is_where_a_release_exits():
+    from export.release import exit_stage
+
+    assert exit_stage([[0.881, 0.882], [0.739, 0.739]], 0.005) == 1
+    assert exit_stage([[0.881, 0.882], [0.700, 0.739]], 0.005) == 2  # coco_dev says no
+    assert exit_stage([[0.826, 0.859, 0.860]], 0.005) == 2
+    assert exit_stage([[0.5, 0.6, 0.7]], 0.005) == 3
+    assert exit_stage([[0.90, 0.80]], 0.005) == 1  # an earlier stage that is better
+
+
+@pytest.mark.parametrize("faster", [True, False])
+def test_a_release_serves_the_early_exit_only_when_it_is_faster(tmp_path, monkeypatch, faster):
+    """The release ends a staged model's graph at the earliest stage within half a point of
+    the last (here stage 1 of 2) when the shorter graph times faster; either way the
+    decision, with the per-stage numbers, goes into the manifest and docs/early_exit.md,
+    and the variants are built from the graph that is served."""
+    import argparse
+
+    from export import release
+
+    ckpt = tiny_checkpoint("hourglass")
+    save_checkpoint(tmp_path / "runs" / "hourglass" / "checkpoint.pt", ckpt)
+    onnx_dir, docs = tmp_path / "onnx", tmp_path / "docs"
+    docs.mkdir()
+    manifest = export_model(ckpt, onnx_dir)
+    manifest.accuracy = {"pck@0.2": 0.5, "per_stage_pck@0.2": [0.498, 0.5],
+                         "coco_dev": {"pck@0.2": 0.4, "per_stage_pck@0.2": [0.4, 0.4]}}
+    manifest.save(onnx_dir / "hourglass.json")
+    monkeypatch.setattr(release, "interleaved_p50", lambda a, b, size: (0.010, 0.007 if faster else 0.011))
+    measured = []
+    monkeypatch.setattr(release.report, "main", lambda a: measured.append(a.models))
+    args = argparse.Namespace(onnx_dir=onnx_dir, runs=tmp_path / "runs", docs=docs, data=None, limit=0)
+    rows = release.release_early_exit(args, ["hourglass", "tompson"])
+    served = load_manifest(onnx_dir / "hourglass.json")
+    assert served.early_exit.of == 2 and served.early_exit.lsp_per_stage == [0.498, 0.5]
+    assert served.early_exit.p50_ms_exit == (7.0 if faster else 11.0)
+    assert served.stages == served.early_exit.stage == (1 if faster else 2)
+    assert measured == ([["hourglass"]] if faster else [])
+    assert rows[-1].startswith("| hourglass | 2 | 0.498 → 0.500 | 0.400 → 0.400 | " + ("1 of 2" if faster else "2 of 2"))
+    assert "tompson" not in "\n".join(rows)  # no stages to cut
+    assert (docs / "early_exit.md").read_text().endswith(rows[-1] + "\n")
+    variant_source = release.served_checkpoint("hourglass", tmp_path / "runs", onnx_dir)
+    x = torch.randn(1, 3, TEST_INPUT, TEST_INPUT)
+    with torch.no_grad():
+        assert len(variant_source.model(x)) == served.stages

@@ -491,3 +491,33 @@ def test_a_checkpoint_moves_to_a_new_input_size_only_when_fully_convolutional(na
     with torch.no_grad():
         small, large = ckpt.model(torch.randn(1, 3, TEST_INPUT, TEST_INPUT)), moved.model(torch.randn(1, 3, size, size))
     assert large[-1].shape[-1] * TEST_INPUT == small[-1].shape[-1] * size
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_an_early_exit_computes_exactly_the_first_stages(name):
+    """The hourglass and CPM end after any of their stages: the shorter network, built from
+    the same weights, returns exactly the full network's first outputs and drops the weights
+    only later stages use. The others have no stage option and refuse."""
+    from models.architectures import ARCHITECTURES as REGISTRY
+    from models.checkpoint import first_stages, stage_count
+    from tests.helpers import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(name)
+    if REGISTRY[name].stage_option is None:
+        assert name in {"tompson", "ief", "deeppose"}
+        with pytest.raises(ValueError, match="no early exit"):
+            first_stages(ckpt, 1)
+        return
+    total = stage_count(ckpt)
+    assert total >= 2
+    for bad in (0, total + 1):
+        with pytest.raises(ValueError, match="cannot end after"):
+            first_stages(ckpt, bad)
+    assert first_stages(ckpt, total) is ckpt
+    short = first_stages(ckpt, 1)
+    assert short.config["arch"][REGISTRY[name].stage_option] == 1 and short.config["trained_stages"] == total
+    assert sum(p.numel() for p in short.model.parameters()) < sum(p.numel() for p in ckpt.model.parameters())
+    x = torch.randn(2, 3, TEST_INPUT, TEST_INPUT)
+    with torch.no_grad():
+        full, ends = ckpt.model(x), short.model(x)
+    assert len(ends) == 1 and torch.equal(ends[0], full[0])
