@@ -194,9 +194,11 @@ def first_stages(ckpt: Checkpoint, stages: int) -> Checkpoint:
     (``trained_stages``), so a release can say what was cut.
     """
     option = ARCHITECTURES[ckpt.arch_id].stage_option
-    total = stage_count(ckpt)
     if option is None:
         raise ValueError(f"{ckpt.arch_id} has no early exit: its stages are not a prefix of the network")
+    x = torch.rand(1, 3, ckpt.input_size, ckpt.input_size, generator=torch.Generator().manual_seed(0))
+    full = ckpt.model.eval()(x)  # counts the stages and is the reference the shorter network must match
+    total = len(full)
     if not 1 <= stages <= total:
         raise ValueError(f"{ckpt.arch_id} has {total} stages; cannot end after {stages}")
     if stages == total:
@@ -206,8 +208,7 @@ def first_stages(ckpt: Checkpoint, stages: int) -> Checkpoint:
     missing, _unused = short.load_state_dict(ckpt.model.state_dict(), strict=False)
     if missing:
         raise ValueError(f"{ckpt.arch_id} with {stages} stages needs weights the full network lacks: {missing[:3]}")
-    x = torch.rand(1, 3, ckpt.input_size, ckpt.input_size, generator=torch.Generator().manual_seed(0))
-    full, ends = ckpt.model.eval()(x), short.eval()(x)
+    ends = short.eval()(x)
     if len(ends) != stages or not all(torch.allclose(a, b, atol=1e-5) for a, b in zip(full, ends)):
         raise ValueError(f"{ckpt.arch_id}: the first {stages} stages alone do not compute what they do in the network")
     config = {**ckpt.config, "arch": options, "trained_stages": ckpt.config.get("trained_stages", total)}
